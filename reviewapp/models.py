@@ -1,0 +1,276 @@
+"""Loupe's data model: projects, categories, images and their audit log."""
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+__all__ = [
+    "ApiToken",
+    "Category",
+    "Image",
+    "LabelEvent",
+    "Project",
+    "UploadBatch",
+    "split_for",
+]
+
+
+def split_for(sha256: str, *, seed: int, valid_pct: float) -> str:
+    """The deterministic train/valid split of an image, from its hash and the seed."""
+    digest = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return Image.Split.VALID if fraction < valid_pct else Image.Split.TRAIN
+
+
+class Project(models.Model):
+    class ResizeMethod(models.TextChoices):
+        CROP = "crop", "Crop (centre crop to a square)"
+        PAD = "pad", "Pad (zero padding, keeps everything)"
+        SQUISH = "squish", "Squish (stretch to a square)"
+        RANDOM_RESIZED_CROP = "random_resized_crop", "Random resized crop"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    # The DataBlock choices the trainer uses.
+    image_size = models.PositiveIntegerField(
+        default=224, validators=[MinValueValidator(16), MaxValueValidator(1024)]
+    )
+    resize_method = models.CharField(
+        max_length=32, choices=ResizeMethod.choices, default=ResizeMethod.RANDOM_RESIZED_CROP
+    )
+    augment = models.BooleanField(
+        default=True, help_text="Apply fastai's aug_transforms to training batches."
+    )
+    valid_pct = models.FloatField(
+        default=0.2,
+        validators=[MinValueValidator(0.05), MaxValueValidator(0.5)],
+        help_text="Share of images held out for validation.",
+    )
+    split_seed = models.PositiveIntegerField(
+        default=42, help_text="Seed of the train/valid split; the same seed gives the same split."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("approve_model", "Can approve and roll out model versions")]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("project-detail", kwargs={"slug": self.slug})
+
+    def split_for(self, sha256: str) -> str:
+        return split_for(sha256, seed=self.split_seed, valid_pct=self.valid_pct)
+
+
+hotkey_validator = RegexValidator(r"^[1-9]$", "A hotkey is one digit from 1 to 9.")
+
+
+class Category(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="categories")
+    name = models.CharField(max_length=100)
+    position = models.PositiveIntegerField(default=0)
+    hotkey = models.CharField(max_length=1, blank=True, validators=[hotkey_validator])
+
+    class Meta:
+        ordering = ["position", "name"]
+        verbose_name_plural = "categories"
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="category_unique_name"),
+            models.UniqueConstraint(
+                fields=["project", "hotkey"],
+                condition=~Q(hotkey=""),
+                name="category_unique_hotkey",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+def image_upload_to(instance, filename):
+    return f"images/{instance.project_id}/{instance.sha256[:2]}/{filename}"
+
+
+def thumbnail_upload_to(instance, filename):
+    return f"thumbs/{instance.project_id}/{instance.sha256[:2]}/{filename}"
+
+
+class Image(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        VALID = "valid", "Valid"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DELETED = "deleted", "Deleted"
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        IMPORT = "import", "Import"
+        PRODUCTION = "production", "Production"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(upload_to=image_upload_to, max_length=255)
+    thumbnail = models.FileField(upload_to=thumbnail_upload_to, max_length=255)
+    sha256 = models.CharField(max_length=64)
+    original_name = models.CharField(max_length=255, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=16, help_text="The real format Pillow decoded.")
+    label = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.PROTECT, related_name="images"
+    )
+    split = models.CharField(max_length=5, choices=Split.choices)
+    status = models.CharField(max_length=7, choices=Status.choices, default=Status.ACTIVE)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    revision = models.PositiveIntegerField(
+        default=1, help_text="Raised on every change; a stale revision is refused."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_sha256"),
+        ]
+        indexes = [
+            # Browser filters page by id within these; the counts group by them.
+            models.Index(fields=["project", "status", "label", "split", "id"]),
+            models.Index(fields=["project", "status", "split", "id"]),
+            models.Index(fields=["project", "status", "id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.project.slug}#{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("image-detail", kwargs={"pk": self.pk})
+
+
+class LabelEvent(models.Model):
+    """One change of an image's label or status; written in the same transaction."""
+
+    class Action(models.TextChoices):
+        IMPORT = "import", "Import"
+        LABEL = "label", "Label"
+        RELABEL = "relabel", "Relabel"
+        CONFIRM = "confirm", "Confirm"
+        DELETE = "delete", "Delete"
+        RESTORE = "restore", "Restore"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_events")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="label_events",
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    from_category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    to_category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["image", "-id"]),
+            models.Index(fields=["project", "-id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.get_action_display()} image {self.image_id}"
+
+
+class UploadBatch(models.Model):
+    """A browser upload too big to handle in the request; a Celery task ingests it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="upload_batches")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    label = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    labels_from_folders = models.BooleanField(default=False)
+    staging_dir = models.CharField(max_length=255)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    results = models.JSONField(default=list, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "upload batches"
+
+    def __str__(self):
+        return f"Upload {self.pk} to {self.project.slug}"
+
+    def get_absolute_url(self):
+        return reverse("upload-batch", kwargs={"pk": self.pk})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.progress_total:
+            return 0
+        return round(100 * self.progress_done / self.progress_total)
+
+
+class ApiToken(models.Model):
+    """A personal API token; only its sha256 is stored, the token is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8, help_text="The token's first characters, to tell it apart.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @staticmethod
+    def generate_key() -> str:
+        return "lp_" + secrets.token_urlsafe(32)

@@ -1,0 +1,542 @@
+"""Writes: every change to Loupe's data goes through a function here."""
+
+import hashlib
+import logging
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .archives import ArchiveRejected, is_zip, iter_zip_members
+from .imaging import ImageRejected, decode_image
+from .models import ApiToken, Category, Image, LabelEvent, Project, UploadBatch
+
+__all__ = [
+    "IngestResult",
+    "api_token_create",
+    "category_create",
+    "category_delete",
+    "category_get_or_create",
+    "category_merge",
+    "category_update",
+    "image_ingest",
+    "project_create",
+    "project_update",
+    "upload_batch_create",
+    "upload_batch_run",
+    "uploads_count",
+    "uploads_ingest",
+]
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class IngestResult:
+    name: str
+    status: str  # imported | duplicate | rejected
+    reason: str = ""
+    image_id: int | None = None
+    label: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# Projects -------------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:70] or "project"
+    slug, n = base, 2
+    while Project.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+@transaction.atomic
+def project_create(*, name: str, actor=None, slug: str = "", **fields) -> Project:
+    """Create a project; the slug is derived from the name unless given."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "A project needs a name."})
+    if slug and Project.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": f"The slug '{slug}' is already taken."})
+    project = Project(name=name, slug=slug or _unique_slug(name), created_by=actor, **fields)
+    project.full_clean()
+    project.save()
+    return project
+
+
+SPLIT_FIELDS = ("split_seed", "valid_pct")
+
+
+@transaction.atomic
+def project_update(*, project: Project, **fields) -> Project:
+    """Change a project's settings; a new seed or share re-splits every image."""
+    resplit = any(
+        name in fields and fields[name] != getattr(project, name) for name in SPLIT_FIELDS
+    )
+    for name, value in fields.items():
+        setattr(project, name, value)
+    project.full_clean()
+    project.save()
+    if resplit:
+        _project_resplit(project)
+    return project
+
+
+def _project_resplit(project: Project) -> None:
+    changed = []
+    for image in project.images.only("id", "sha256", "split").iterator(chunk_size=2000):
+        split = project.split_for(image.sha256)
+        if split != image.split:
+            image.split = split
+            changed.append(image)
+    Image.objects.bulk_update(changed, ["split"], batch_size=1000)
+
+
+# Categories -----------------------------------------------------------------------
+
+
+def _free_hotkey(project: Project) -> str:
+    used = set(project.categories.exclude(hotkey="").values_list("hotkey", flat=True))
+    return next((str(d) for d in range(1, 10) if str(d) not in used), "")
+
+
+def _clean_category_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "A category needs a name."})
+    if len(name) > 100:
+        raise ValidationError({"name": "A category name has at most 100 characters."})
+    if "/" in name:
+        raise ValidationError({"name": "A category name cannot contain '/'."})
+    return name
+
+
+@transaction.atomic
+def category_create(*, project: Project, name: str, hotkey: str | None = None) -> Category:
+    """Add a category at the end; it gets the next free hotkey unless one is given."""
+    name = _clean_category_name(name)
+    if project.categories.filter(name=name).exists():
+        raise ValidationError({"name": f"'{name}' already exists in this project."})
+    hotkey = _free_hotkey(project) if hotkey is None else hotkey.strip()
+    if hotkey and project.categories.filter(hotkey=hotkey).exists():
+        raise ValidationError({"hotkey": f"Hotkey {hotkey} is already used."})
+    position = (project.categories.aggregate(m=Max("position"))["m"] or 0) + 1
+    category = Category(project=project, name=name, hotkey=hotkey, position=position)
+    category.full_clean()
+    category.save()
+    return category
+
+
+def category_get_or_create(*, project: Project, name: str) -> Category:
+    name = _clean_category_name(name)
+    try:
+        return project.categories.get(name=name)
+    except Category.DoesNotExist:
+        pass
+    try:
+        return category_create(project=project, name=name)
+    except (ValidationError, IntegrityError):
+        # Another process created it meanwhile.
+        return project.categories.get(name=name)
+
+
+@transaction.atomic
+def category_update(
+    *,
+    category: Category,
+    name: str | None = None,
+    hotkey: str | None = None,
+    position: int | None = None,
+) -> Category:
+    """Rename a category, change its hotkey ('' for none) or its position."""
+    siblings = Category.objects.filter(project_id=category.project_id).exclude(pk=category.pk)
+    if name is not None:
+        name = _clean_category_name(name)
+        if siblings.filter(name=name).exists():
+            raise ValidationError(
+                {"name": f"'{name}' already exists; merge the two categories instead."}
+            )
+        category.name = name
+    if hotkey is not None:
+        hotkey = hotkey.strip()
+        if hotkey and siblings.filter(hotkey=hotkey).exists():
+            taken = siblings.get(hotkey=hotkey)
+            raise ValidationError({"hotkey": f"Hotkey {hotkey} is already used by '{taken}'."})
+        category.hotkey = hotkey
+    if position is not None:
+        category.position = position
+    category.full_clean()
+    category.save()
+    return category
+
+
+@transaction.atomic
+def category_merge(*, source: Category, target: Category, actor=None) -> int:
+    """Move every image of ``source`` to ``target``, log each move, delete ``source``."""
+    if source.project_id != target.project_id:
+        raise ValidationError("Both categories must belong to the same project.")
+    if source.pk == target.pk:
+        raise ValidationError("A category cannot be merged into itself.")
+    images = list(Image.objects.select_for_update().filter(label=source).only("id"))
+    note = f"merged category '{source.name}' into '{target.name}'"
+    LabelEvent.objects.bulk_create(
+        [
+            LabelEvent(
+                project_id=source.project_id,
+                image_id=image.pk,
+                actor=actor,
+                action=LabelEvent.Action.RELABEL,
+                from_category=source,
+                to_category=target,
+                note=note,
+            )
+            for image in images
+        ],
+        batch_size=1000,
+    )
+    Image.objects.filter(label=source).update(
+        label=target, revision=F("revision") + 1, updated_at=timezone.now()
+    )
+    if source.hotkey and not target.hotkey:
+        target.hotkey, source.hotkey = source.hotkey, ""
+        source.save(update_fields=["hotkey"])
+        target.save(update_fields=["hotkey"])
+    source.delete()
+    return len(images)
+
+
+@transaction.atomic
+def category_delete(*, category: Category) -> None:
+    """Delete an empty category; one with images must be merged instead."""
+    count = category.images.count()
+    if count:
+        raise ValidationError(
+            f"'{category.name}' still labels {count} image(s); merge it into another "
+            "category instead."
+        )
+    category.delete()
+
+
+# Ingest ---------------------------------------------------------------------------
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_ingest(
+    *,
+    project: Project,
+    data: bytes,
+    name: str,
+    label: Category | None = None,
+    source: str = Image.Source.UPLOAD,
+    actor=None,
+) -> IngestResult:
+    """Check, store and record one file; a refused file leaves no row and no file."""
+    label_name = label.name if label else ""
+    if len(data) > settings.LOUPE_MAX_FILE_BYTES:
+        return IngestResult(
+            name,
+            "rejected",
+            f"file is {len(data) / 2**20:.1f} MiB, over the limit of "
+            f"{settings.LOUPE_MAX_FILE_BYTES / 2**20:.0f} MiB (LOUPE_MAX_FILE_BYTES)",
+            label=label_name,
+        )
+    sha256 = _sha256(data)
+    existing = project.images.filter(sha256=sha256).values_list("id", "status").first()
+    if existing:
+        return _duplicate(name, existing, label_name)
+    try:
+        decoded = decode_image(
+            data,
+            max_pixels=settings.LOUPE_MAX_IMAGE_PIXELS,
+            thumbnail_size=settings.LOUPE_THUMBNAIL_SIZE,
+        )
+    except ImageRejected as exc:
+        return IngestResult(name, "rejected", str(exc), label=label_name)
+
+    image = Image(
+        project=project,
+        sha256=sha256,
+        original_name=name[-255:],
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        label=label,
+        split=project.split_for(sha256),
+        source=source,
+    )
+    stem = f"{sha256}-{uuid.uuid4().hex[:8]}"  # unique: a racing duplicate cannot clobber it
+    saved = []
+    try:
+        image.file.save(f"{stem}.{decoded.extension}", ContentFile(decoded.data), save=False)
+        saved.append(image.file.name)
+        image.thumbnail.save(f"{stem}.jpg", ContentFile(decoded.thumbnail), save=False)
+        saved.append(image.thumbnail.name)
+        with transaction.atomic():
+            image.save()
+            LabelEvent.objects.create(
+                project=project,
+                image=image,
+                actor=actor,
+                action=LabelEvent.Action.IMPORT,
+                to_category=label,
+                note=f"{source}: {name}"[:1000],
+            )
+    except IntegrityError:
+        _delete_files(saved)
+        existing = project.images.filter(sha256=sha256).values_list("id", "status").first()
+        if existing:
+            return _duplicate(name, existing, label_name)
+        raise
+    except BaseException:
+        _delete_files(saved)
+        raise
+    return IngestResult(name, "imported", image_id=image.pk, label=label_name)
+
+
+def _duplicate(name: str, existing: tuple[int, str], label_name: str) -> IngestResult:
+    image_id, status = existing
+    deleted = " (in the trash)" if status == Image.Status.DELETED else ""
+    return IngestResult(
+        name,
+        "duplicate",
+        f"same file as image #{image_id}{deleted}",
+        image_id=image_id,
+        label=label_name,
+    )
+
+
+def _delete_files(names: Iterable[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            logger.exception("Could not remove %s after a failed ingest", name)
+
+
+def _read_bounded(fileobj: BinaryIO) -> bytes:
+    # One byte past the limit is enough to know it is too big.
+    return fileobj.read(settings.LOUPE_MAX_FILE_BYTES + 1)
+
+
+def _zip_members(fileobj: BinaryIO):
+    return iter_zip_members(
+        fileobj,
+        max_entries=settings.LOUPE_MAX_ZIP_ENTRIES,
+        max_total_bytes=settings.LOUPE_MAX_ZIP_UNCOMPRESSED_BYTES,
+        max_member_bytes=settings.LOUPE_MAX_FILE_BYTES,
+        max_ratio=settings.LOUPE_MAX_ZIP_RATIO,
+    )
+
+
+def _looks_like_archive(name: str, fileobj: BinaryIO) -> bool:
+    return name.lower().endswith(".zip") or is_zip(fileobj)
+
+
+def uploads_count(uploads: Iterable[tuple[str, BinaryIO]]) -> int:
+    """How many files the uploads hold, counting each archive's members."""
+    import zipfile
+
+    total = 0
+    for name, fileobj in uploads:
+        if _looks_like_archive(name, fileobj):
+            try:
+                position = fileobj.tell()
+                with zipfile.ZipFile(fileobj) as archive:
+                    total += sum(1 for info in archive.infolist() if not info.is_dir())
+                fileobj.seek(position)
+                continue
+            except (zipfile.BadZipFile, OSError):
+                fileobj.seek(0)
+        total += 1
+    return total
+
+
+def uploads_ingest(
+    *,
+    project: Project,
+    uploads: Iterable[tuple[str, BinaryIO]],
+    label: Category | None = None,
+    labels_from_folders: bool = False,
+    source: str = Image.Source.UPLOAD,
+    actor=None,
+    on_progress: ProgressFn | None = None,
+    total: int = 0,
+) -> list[IngestResult]:
+    """Ingest uploaded files and .zip archives; one result per file, in order."""
+    results: list[IngestResult] = []
+
+    def record(result: IngestResult) -> None:
+        results.append(result)
+        if on_progress:
+            on_progress(len(results), max(total, len(results)))
+
+    for name, fileobj in uploads:
+        if _looks_like_archive(name, fileobj):
+            try:
+                for member in _zip_members(fileobj):
+                    member_name = f"{name}/{member.name}"
+                    if member.data is None:
+                        record(IngestResult(member_name, "rejected", member.reason))
+                        continue
+                    member_label = label
+                    if labels_from_folders and member.folder:
+                        member_label = category_get_or_create(project=project, name=member.folder)
+                    record(
+                        image_ingest(
+                            project=project,
+                            data=member.data,
+                            name=member_name,
+                            label=member_label,
+                            source=source,
+                            actor=actor,
+                        )
+                    )
+            except ArchiveRejected as exc:
+                record(IngestResult(name, "rejected", str(exc)))
+            continue
+        record(
+            image_ingest(
+                project=project,
+                data=_read_bounded(fileobj),
+                name=name,
+                label=label,
+                source=source,
+                actor=actor,
+            )
+        )
+    return results
+
+
+# Background uploads ---------------------------------------------------------------
+
+
+def _staging_root() -> Path:
+    return Path(settings.MEDIA_ROOT) / "staging"
+
+
+@transaction.atomic
+def upload_batch_create(
+    *,
+    project: Project,
+    uploads: Iterable[tuple[str, BinaryIO]],
+    label: Category | None = None,
+    labels_from_folders: bool = False,
+    actor=None,
+) -> UploadBatch:
+    """Stage the uploaded files on shared media storage and queue their ingest."""
+    from .tasks import upload_batch_process
+
+    uploads = list(uploads)
+    staging = _staging_root() / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    try:
+        manifest = []
+        for index, (name, fileobj) in enumerate(uploads):
+            path = staging / f"{index:06d}"
+            with path.open("wb") as out:
+                shutil.copyfileobj(fileobj, out)
+            manifest.append(name)
+        (staging / "names.txt").write_text("\n".join(n.replace("\n", " ") for n in manifest))
+        with_counts = [(name, (staging / f"{i:06d}").open("rb")) for i, name in enumerate(manifest)]
+        try:
+            total = uploads_count(with_counts)
+        finally:
+            for _, f in with_counts:
+                f.close()
+        batch = UploadBatch.objects.create(
+            project=project,
+            created_by=actor,
+            label=label,
+            labels_from_folders=labels_from_folders,
+            staging_dir=str(staging.relative_to(settings.MEDIA_ROOT)),
+            progress_total=total,
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    transaction.on_commit(lambda: upload_batch_process.delay(batch.pk))
+    return batch
+
+
+def upload_batch_run(*, batch_id: int) -> None:
+    """Ingest a staged batch; a redelivered message finds it no longer pending."""
+    with transaction.atomic():
+        claimed = UploadBatch.objects.filter(
+            pk=batch_id, status=UploadBatch.Status.PENDING
+        ).update(status=UploadBatch.Status.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return
+    batch = UploadBatch.objects.select_related("project", "label", "created_by").get(pk=batch_id)
+    staging = Path(settings.MEDIA_ROOT) / batch.staging_dir
+
+    def on_progress(done: int, total: int) -> None:
+        if done == total or done % 10 == 0:
+            UploadBatch.objects.filter(pk=batch_id).update(
+                progress_done=done, progress_total=total
+            )
+
+    try:
+        names = (staging / "names.txt").read_text().split("\n")
+        files = [(name, (staging / f"{i:06d}").open("rb")) for i, name in enumerate(names)]
+        try:
+            results = uploads_ingest(
+                project=batch.project,
+                uploads=files,
+                label=batch.label,
+                labels_from_folders=batch.labels_from_folders,
+                actor=batch.created_by,
+                on_progress=on_progress,
+                total=batch.progress_total,
+            )
+        finally:
+            for _, f in files:
+                f.close()
+    except Exception as exc:
+        UploadBatch.objects.filter(pk=batch_id).update(
+            status=UploadBatch.Status.FAILED,
+            error_message=f"The upload could not be processed: {exc}",
+            finished_at=timezone.now(),
+        )
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    UploadBatch.objects.filter(pk=batch_id).update(
+        status=UploadBatch.Status.SUCCEEDED,
+        results=[r.as_dict() for r in results],
+        progress_done=len(results),
+        progress_total=len(results),
+        finished_at=timezone.now(),
+    )
+
+
+# API tokens -----------------------------------------------------------------------
+
+
+def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """Create a personal token; returns it with the plain key, which is never stored."""
+    name = (name or "").strip() or "API token"
+    key = ApiToken.generate_key()
+    token = ApiToken.objects.create(
+        user=user, name=name[:100], key_hash=ApiToken.hash_key(key), prefix=key[:8]
+    )
+    return token, key
