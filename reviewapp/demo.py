@@ -17,7 +17,13 @@ from django.db import transaction
 from .models import Image, Project
 from .services import category_create, image_ingest, project_create
 
-__all__ = ["DEMO_FLIP_SHARE", "DEMO_SLUG", "demo_digits", "demo_project_create", "demo_project_fill"]
+__all__ = [
+    "DEMO_FLIP_SHARE",
+    "DEMO_SLUG",
+    "demo_digits",
+    "demo_project_create",
+    "demo_project_fill",
+]
 
 DEMO_SLUG = "digits-demo"
 DEMO_FLIP_SHARE = 0.05

@@ -19,6 +19,8 @@ ALLOWED_FORMATS = {
     "BMP": "bmp",
     "TIFF": "tiff",
 }
+# Pillow opens MPO through its JPEG plugin.
+OPEN_FORMATS = [name for name in ALLOWED_FORMATS if name != "MPO"]
 EXIF_ORIENTATION = 0x0112
 
 
@@ -61,7 +63,7 @@ def decode_image(data: bytes, *, max_pixels: int, thumbnail_size: int = 256) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            image = PILImage.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+            image = PILImage.open(io.BytesIO(data), formats=OPEN_FORMATS)
             pixels = image.width * image.height
             if pixels > max_pixels:
                 raise ImageRejected(

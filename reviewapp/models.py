@@ -257,7 +257,9 @@ class ApiToken(models.Model):
     )
     name = models.CharField(max_length=100)
     key_hash = models.CharField(max_length=64, unique=True)
-    prefix = models.CharField(max_length=8, help_text="The token's first characters, to tell it apart.")
+    prefix = models.CharField(
+        max_length=8, help_text="The token's first characters, to tell it apart."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 

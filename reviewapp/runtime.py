@@ -3,6 +3,7 @@
 Used when ``REDIS_URL`` is unset, so a fresh clone needs no services installed.
 """
 
+import contextlib
 import os
 import subprocess
 import time
@@ -54,9 +55,7 @@ class EmbeddedRedis:
             "--daemonize", "no",
         ]  # fmt: skip
         # Its own session, so Ctrl-C reaches it through us and shutdown stays orderly.
-        self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -74,10 +73,8 @@ class EmbeddedRedis:
         """Ask the server we started to save and exit."""
         if self.process is None or self.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(redis.RedisError):
             redis.Redis(unix_socket_path=str(self.socket)).shutdown(save=True)
-        except redis.RedisError:
-            pass
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -94,9 +91,7 @@ def broker_ping(url: str, timeout: float = 2.0) -> None:
             socket_connect_timeout=timeout,
         )
     else:
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         client.ping()
     finally:

@@ -30,6 +30,7 @@ __all__ = [
     "category_get_or_create",
     "category_merge",
     "category_update",
+    "file_too_big",
     "image_ingest",
     "project_create",
     "project_update",
@@ -237,6 +238,17 @@ def category_delete(*, category: Category) -> None:
 # Ingest ---------------------------------------------------------------------------
 
 
+def file_too_big(size: int) -> str:
+    """The reason a file of ``size`` bytes is refused, or "" if it is within the limit."""
+    limit = settings.LOUPE_MAX_FILE_BYTES
+    if size <= limit:
+        return ""
+    return (
+        f"file is {size / 2**20:.1f} MiB, over the limit of {limit / 2**20:.1f} MiB "
+        "(LOUPE_MAX_FILE_BYTES)"
+    )
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -252,14 +264,8 @@ def image_ingest(
 ) -> IngestResult:
     """Check, store and record one file; a refused file leaves no row and no file."""
     label_name = label.name if label else ""
-    if len(data) > settings.LOUPE_MAX_FILE_BYTES:
-        return IngestResult(
-            name,
-            "rejected",
-            f"file is {len(data) / 2**20:.1f} MiB, over the limit of "
-            f"{settings.LOUPE_MAX_FILE_BYTES / 2**20:.0f} MiB (LOUPE_MAX_FILE_BYTES)",
-            label=label_name,
-        )
+    if reason := file_too_big(len(data)):
+        return IngestResult(name, "rejected", reason, label=label_name)
     sha256 = _sha256(data)
     existing = project.images.filter(sha256=sha256).values_list("id", "status").first()
     if existing:
@@ -481,9 +487,9 @@ def upload_batch_create(
 def upload_batch_run(*, batch_id: int) -> None:
     """Ingest a staged batch; a redelivered message finds it no longer pending."""
     with transaction.atomic():
-        claimed = UploadBatch.objects.filter(
-            pk=batch_id, status=UploadBatch.Status.PENDING
-        ).update(status=UploadBatch.Status.RUNNING, started_at=timezone.now())
+        claimed = UploadBatch.objects.filter(pk=batch_id, status=UploadBatch.Status.PENDING).update(
+            status=UploadBatch.Status.RUNNING, started_at=timezone.now()
+        )
     if not claimed:
         return
     batch = UploadBatch.objects.select_related("project", "label", "created_by").get(pk=batch_id)
@@ -491,9 +497,7 @@ def upload_batch_run(*, batch_id: int) -> None:
 
     def on_progress(done: int, total: int) -> None:
         if done == total or done % 10 == 0:
-            UploadBatch.objects.filter(pk=batch_id).update(
-                progress_done=done, progress_total=total
-            )
+            UploadBatch.objects.filter(pk=batch_id).update(progress_done=done, progress_total=total)
 
     try:
         names = (staging / "names.txt").read_text().split("\n")

@@ -117,8 +117,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA busy_timeout=30000; PRAGMA foreign_keys=ON;"
         ),
     }
-    # Tests get a file so a Celery worker thread sees the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-loupe.sqlite3")}
 elif PRODUCTION and not os.environ.get("DATABASE_URL"):
     raise ImproperlyConfigured("DATABASE_URL is required in production.")
 
@@ -138,6 +136,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing one
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

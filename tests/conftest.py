@@ -1,4 +1,9 @@
+import os
+
 import pytest
+import redis
+
+from reviewapp.runtime import EmbeddedRedis
 
 
 @pytest.fixture(autouse=True)
@@ -6,3 +11,43 @@ def media_root(settings, tmp_path):
     """Every test writes its images under its own temporary MEDIA_ROOT."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory):
+    """A real broker for this test session: REDIS_URL, or an embedded Redis of its own."""
+    if url := os.environ.get("REDIS_URL"):
+        redis.Redis.from_url(url).flushdb()
+        yield url
+        return
+    # Its own server, so tests never take tasks from a `make run` on the same machine.
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield f"redis+socket://{server.socket}"
+    server.stop()
+
+
+@pytest.fixture
+def celery_app(broker_url, settings):
+    from reviewapp.celery import app
+
+    settings.CELERY_BROKER_URL = broker_url
+    app.conf.broker_url = broker_url
+    app.conf.task_always_eager = False
+    return app
+
+
+@pytest.fixture
+def celery_worker(celery_app, transactional_db):
+    """A real Celery worker thread consuming the default queue on the real broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        celery_app,
+        pool="solo",
+        queues=["default"],
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker

@@ -1,9 +1,59 @@
-"""GET /healthz: database, broker and worker status as JSON."""
+"""GET /healthz: database, broker and worker status as JSON; 503 when one is down."""
 
+import time
+
+from django.conf import settings
+from django.db import connection
 from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from ..celery import app as celery_app
+from ..runtime import broker_ping
 
+__all__ = ["healthz"]
+
+
+def _timed(check) -> dict:
+    started = time.perf_counter()
+    try:
+        detail = check()
+    except Exception as exc:  # any failure is the answer here, not an error
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    result = {"ok": True, "ms": round(1000 * (time.perf_counter() - started), 1)}
+    if detail:
+        result.update(detail)
+    return result
+
+
+def _database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return {"vendor": connection.vendor}
+
+
+def _broker():
+    broker_ping(settings.CELERY_BROKER_URL)
+    return {"embedded": settings.USE_EMBEDDED_REDIS}
+
+
+def _workers():
+    replies = celery_app.control.ping(timeout=1.0) or []
+    if not replies:
+        raise RuntimeError("no Celery worker answered; start one with `make run`")
+    return {"count": len(replies), "names": sorted(name for reply in replies for name in reply)}
+
+
+@never_cache
 @require_GET
 def healthz(request):
-    return JsonResponse({"status": "ok"})
+    checks = {"database": _timed(_database), "broker": _timed(_broker)}
+    # Workers can only answer through a live broker.
+    checks["worker"] = (
+        _timed(_workers) if checks["broker"]["ok"] else {"ok": False, "error": "broker is down"}
+    )
+    healthy = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "degraded", **checks}, status=200 if healthy else 503
+    )

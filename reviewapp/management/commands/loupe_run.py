@@ -1,0 +1,134 @@
+"""Start Loupe in one foreground group: embedded Redis, a Celery worker and gunicorn.
+
+Ctrl-C (or SIGTERM) stops the web server, then the worker, then Redis, in that order.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from reviewapp.runtime import EmbeddedRedis, broker_ping
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Command(BaseCommand):
+    help = "Run the web server, a Celery worker and (unless REDIS_URL is set) embedded Redis."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
+        parser.add_argument(
+            "--web-workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2))
+        )
+        parser.add_argument(
+            "--no-worker", action="store_true", help="Start no Celery worker (one runs elsewhere)."
+        )
+
+    def handle(self, *args, host, port, web_workers, no_worker, **options):
+        self.stopping = False
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._request_stop)
+
+        redis_server = None
+        if settings.USE_EMBEDDED_REDIS:
+            redis_server = EmbeddedRedis(settings.VAR_DIR)
+            if redis_server.start():
+                self.stdout.write(f"Embedded Redis listening on {redis_server.socket}")
+            else:
+                self.stdout.write(f"Embedded Redis already running at {redis_server.socket}")
+        else:
+            try:
+                broker_ping(settings.CELERY_BROKER_URL)
+            except Exception as exc:
+                raise CommandError(f"REDIS_URL does not answer: {exc}") from exc
+
+        call_command("loupe_bootstrap", stdout=self.stdout)
+        children: list[tuple[str, subprocess.Popen]] = []
+        try:
+            if not no_worker:
+                children.append(("worker", self._start_worker()))
+            children.append(("web", self._start_web(host, port, web_workers)))
+            self._announce_when_ready(host, port, children)
+            while not self.stopping:
+                for name, process in children:
+                    if process.poll() is not None:
+                        self.stderr.write(f"The {name} process exited ({process.returncode}).")
+                        self.stopping = True
+                time.sleep(0.2)
+        finally:
+            self.stdout.write("Stopping Loupe...")
+            # Web first so no new work arrives, then the worker, then the broker.
+            for name, process in reversed(children):
+                self._stop(name, process)
+            if redis_server is not None:
+                redis_server.stop()
+            self.stdout.write("Stopped.")
+
+    def _request_stop(self, signum, frame):
+        if self.stopping:
+            return
+        self.stopping = True
+
+    def _spawn(self, args: list[str]) -> subprocess.Popen:
+        # Own process group: Ctrl-C reaches us only, and we stop children in order.
+        return subprocess.Popen(args, start_new_session=True, cwd=settings.BASE_DIR)
+
+    def _start_worker(self) -> subprocess.Popen:
+        return self._spawn(
+            [
+                sys.executable, "-m", "celery", "-A", "reviewapp", "worker",
+                "--queues", "default", "--concurrency", "2",
+                "--hostname", "loupe-default@%h", "--loglevel", "INFO",
+            ]
+        )  # fmt: skip
+
+    def _start_web(self, host: str, port: int, workers: int) -> subprocess.Popen:
+        return self._spawn(
+            [
+                sys.executable, "-m", "gunicorn", "reviewapp.wsgi:application",
+                "--bind", f"{host}:{port}", "--workers", str(workers),
+                "--worker-class", "gthread", "--threads", "4", "--timeout", "120",
+                "--access-logfile", "-",
+            ]
+        )  # fmt: skip
+
+    def _announce_when_ready(self, host, port, children, timeout=60.0):
+        url = f"http://{host}:{port}/healthz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            if any(process.poll() is not None for _, process in children):
+                return
+            try:
+                with urllib.request.urlopen(url, timeout=3) as response:
+                    if response.status == 200:
+                        self.stdout.write(
+                            self.style.SUCCESS(
+                                f"\nLoupe is ready at http://{host}:{port}/ (Ctrl-C stops it)\n"
+                            )
+                        )
+                        return
+            except (urllib.error.URLError, OSError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        if not self.stopping:
+            self.stderr.write(f"Loupe is not healthy yet; see {url}")
+
+    def _stop(self, name: str, process: subprocess.Popen, timeout: float = 15.0) -> None:
+        if process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stderr.write(f"The {name} process did not stop in {timeout:.0f}s; killing it.")
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

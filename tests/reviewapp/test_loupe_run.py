@@ -1,0 +1,79 @@
+"""`make run`'s process: web, worker and embedded Redis start together; Ctrl-C stops all."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def embedded_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(
+        LOUPE_VAR_DIR=str(tmp_path / "var"),
+        DJANGO_SUPERUSER_PASSWORD="a-long-test-password",
+        PYTHONUNBUFFERED="1",
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    return env
+
+
+def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, tmp_path):
+    port = free_port()
+    log = (tmp_path / "run.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "loupe_run", "--port", str(port), "--web-workers", "1"],
+        cwd=ROOT, env=embedded_env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        health = wait_healthy(port, process)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert health["worker"]["ok"] and health["broker"]["embedded"]
+        assert len(children) >= 3  # redis-server, celery, gunicorn (+ their workers)
+
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        returncode = process.wait(60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    log.seek(0)
+    output = log.read()
+    assert returncode == 0, output
+    assert "Loupe is ready at" in output and "Stopped." in output
+    assert "Created the admin account 'admin'" in output
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left running: {alive}"
+    assert not (tmp_path / "var" / "redis.sock").exists()
+
+
+def wait_healthy(port: int, process, timeout: float = 120.0) -> dict:
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "loupe_run exited early"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return json.load(r)
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("Loupe did not become healthy")
