@@ -102,6 +102,11 @@ TEMPLATES = [
 # Database: SQLite in WAL mode with a busy timeout, so the web server and the
 # worker can write side by side; DATABASE_URL (PostgreSQL) in production.
 SQLITE_PATH = VAR_DIR / "loupe.sqlite3"
+if PRODUCTION and not os.environ.get("DATABASE_URL"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is required in production (LOUPE_ENV=production), e.g. "
+        "postgres://loupe@db.example:5432/loupe"
+    )
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"), conn_max_age=60
@@ -117,8 +122,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA busy_timeout=30000; PRAGMA foreign_keys=ON;"
         ),
     }
-elif PRODUCTION and not os.environ.get("DATABASE_URL"):
-    raise ImproperlyConfigured("DATABASE_URL is required in production.")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
