@@ -1,6 +1,7 @@
 """Decode and check one uploaded file with Pillow; make its RGB thumbnail."""
 
 import io
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -22,6 +23,12 @@ ALLOWED_FORMATS = {
 # Pillow opens MPO through its JPEG plugin.
 OPEN_FORMATS = [name for name in ALLOWED_FORMATS if name != "MPO"]
 EXIF_ORIENTATION = 0x0112
+
+# Reuse freed image memory for the next decode instead of returning it to the kernel:
+# fresh pages cost about a third of a photo's decode time. At most 16 x 4 MiB is kept.
+if "PILLOW_BLOCKS_MAX" not in os.environ:
+    PILImage.core.set_block_size(4 * 2**20)
+    PILImage.core.set_blocks_max(16)
 
 
 class ImageRejected(Exception):
@@ -97,15 +104,17 @@ def decode_image(data: bytes, *, max_pixels: int, thumbnail_size: int = 256) -> 
             extension, real_format = "png", "PNG"
         stored = buffer.getvalue()
 
-    thumb = to_rgb(image.copy())
-    thumb.thumbnail((thumbnail_size, thumbnail_size))
+    width, height = image.width, image.height
+    # In place: the full-size pixels are not needed again, and a copy costs as much as a decode.
+    thumb = to_rgb(image)
+    thumb.thumbnail((thumbnail_size, thumbnail_size), reducing_gap=2.0)
     thumb_buffer = io.BytesIO()
     thumb.save(thumb_buffer, "JPEG", quality=85)
     return DecodedImage(
         data=stored,
         extension=extension,
         format=real_format,
-        width=image.width,
-        height=image.height,
+        width=width,
+        height=height,
         thumbnail=thumb_buffer.getvalue(),
     )

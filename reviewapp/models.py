@@ -2,19 +2,24 @@
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
 
 __all__ = [
     "ApiToken",
     "Category",
     "Image",
+    "ImageScore",
     "LabelEvent",
+    "ModelVersion",
     "Project",
+    "TrainingRun",
     "UploadBatch",
     "split_for",
 ]
@@ -129,14 +134,19 @@ class Image(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     format = models.CharField(max_length=16, help_text="The real format Pillow decoded.")
+    # RESTRICT: a category with images cannot be deleted alone (merge it), but deleting
+    # the whole project takes both.
     label = models.ForeignKey(
-        Category, null=True, blank=True, on_delete=models.PROTECT, related_name="images"
+        Category, null=True, blank=True, on_delete=models.RESTRICT, related_name="images"
     )
     split = models.CharField(max_length=5, choices=Split.choices)
     status = models.CharField(max_length=7, choices=Status.choices, default=Status.ACTIVE)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
     revision = models.PositiveIntegerField(
         default=1, help_text="Raised on every change; a stale revision is refused."
+    )
+    reviewed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a person last decided on it (undo clears it)."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -147,6 +157,11 @@ class Image(models.Model):
             models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_sha256"),
         ]
         indexes = [
+            models.Index(
+                fields=["project"],
+                condition=Q(reviewed_at__isnull=False),
+                name="image_reviewed_idx",
+            ),
             # Browser filters page by id within these; the counts group by them.
             models.Index(fields=["project", "status", "label", "split", "id"]),
             models.Index(fields=["project", "status", "split", "id"]),
@@ -170,6 +185,10 @@ class LabelEvent(models.Model):
         CONFIRM = "confirm", "Confirm"
         DELETE = "delete", "Delete"
         RESTORE = "restore", "Restore"
+        UNDO = "undo", "Undo"
+
+    # A person's review decisions; undo reverts the latest one still standing.
+    DECISIONS = (Action.LABEL, Action.RELABEL, Action.CONFIRM, Action.DELETE, Action.RESTORE)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_events")
     image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="events")
@@ -188,6 +207,22 @@ class LabelEvent(models.Model):
         Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     note = models.TextField(blank=True)
+    version = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="decisions",
+        help_text="The model version whose review queue the decision was made in.",
+    )
+    undo_of = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="undone_by",
+        help_text="The decision this undo reverted; each decision is undone at most once.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -195,6 +230,7 @@ class LabelEvent(models.Model):
         indexes = [
             models.Index(fields=["image", "-id"]),
             models.Index(fields=["project", "-id"]),
+            models.Index(fields=["project", "actor", "-id"]),
         ]
 
     def __str__(self):
@@ -276,3 +312,196 @@ class ApiToken(models.Model):
     @staticmethod
     def generate_key() -> str:
         return "lp_" + secrets.token_urlsafe(32)
+
+
+class TrainingRun(models.Model):
+    """One background training job: config and data frozen, progress, metrics, outcome."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Phase(models.TextChoices):
+        QUEUED = "queued", "Waiting for a training worker"
+        PREPARING = "preparing", "Checking images and building the DataBlock"
+        TRAINING = "training", "Training"
+        SCORING = "scoring", "Scoring every image"
+        DONE = "done", "Done"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.QUEUED)
+    config = models.JSONField(help_text="The TrainConfig this run trains with.")
+    # Frozen when the run starts: [[image id, label name, split], ...].
+    snapshot = models.JSONField(default=list, blank=True)
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    n_images = models.PositiveIntegerField(default=0)
+    review_decisions = models.PositiveIntegerField(
+        default=0, help_text="Review decisions standing since the previous successful run began."
+    )
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    epochs = models.JSONField(default=list, blank=True, help_text="Per-epoch metrics.")
+    cancel_requested = models.BooleanField(default=False)
+    error_message = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="The worker running it.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "status"])]
+
+    def __str__(self):
+        return f"Training run {self.pk} of {self.project.slug}"
+
+    def get_absolute_url(self):
+        return reverse("training-run", kwargs={"pk": self.pk})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.progress_total:
+            return 0
+        return min(100, round(100 * self.progress_done / self.progress_total))
+
+    @property
+    def duration(self) -> timedelta | None:
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    @property
+    def remaining(self) -> timedelta | None:
+        """The rest of the current phase, extrapolated from its pace so far."""
+        if self.is_finished or not (self.phase_started_at and self.progress_done):
+            return None
+        left = max(0, self.progress_total - self.progress_done)
+        return (timezone.now() - self.phase_started_at) * left / self.progress_done
+
+
+class ModelVersion(models.Model):
+    """A trained model: artifacts with their sha256, metrics, and its place in the rollout."""
+
+    class Stage(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        SHADOW = "shadow", "Shadow"
+        LIMITED = "limited", "Limited"
+        LIVE = "live", "Live"
+        RETIRED = "retired", "Retired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    number = models.PositiveIntegerField()
+    run = models.OneToOneField(
+        TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="version"
+    )
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.CANDIDATE)
+    # Relative to MEDIA_ROOT.
+    export_file = models.CharField(max_length=255)
+    export_sha256 = models.CharField(max_length=64)
+    weights_file = models.CharField(max_length=255)
+    weights_sha256 = models.CharField(max_length=64)
+    config = models.JSONField()
+    vocab = models.JSONField(help_text="Class names in the model's output order.")
+    metrics = models.JSONField(default=dict)
+    confusion_matrix = models.JSONField(
+        default=list, help_text="Rows: actual, columns: predicted, in vocab order."
+    )
+    pretrained = models.BooleanField(default=False)
+    pretrained_note = models.CharField(max_length=255, blank=True)
+    snapshot_sha256 = models.CharField(max_length=64, blank=True)
+    n_scored = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="version_unique_number")
+        ]
+
+    def __str__(self):
+        return f"{self.project.slug} v{self.number}"
+
+    def get_absolute_url(self):
+        return reverse("model-version", kwargs={"pk": self.pk})
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("accuracy")
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.metrics.get("error_rate")
+
+
+class ImageScore(models.Model):
+    """One image scored by one model version: loss, prediction and confidence."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="scores")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="scores")
+    label = models.ForeignKey(
+        Category,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The image's label when it was scored.",
+    )
+    predicted = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confidence = models.FloatField()
+    loss = models.FloatField(null=True, blank=True)
+    probabilities = models.JSONField(help_text="In the version's vocab order.")
+    split = models.CharField(max_length=5, choices=Image.Split.choices)
+    in_training = models.BooleanField(
+        help_text="The model was fit on this image, so its loss is in-sample."
+    )
+    flagged = models.BooleanField(
+        default=False,
+        help_text="Predicted another class, or gave the label less than even odds.",
+    )
+
+    class Meta:
+        ordering = ["-loss"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "image"], name="score_unique_image")
+        ]
+        indexes = [
+            models.Index(fields=["version", "-loss", "id"]),
+            models.Index(fields=["version", "label", "split", "-loss", "id"]),
+            models.Index(fields=["version", "split", "-loss", "id"]),
+            # The review progress counts flagged scores, then those a person decided on.
+            models.Index(
+                fields=["version", "label", "split", "image"],
+                condition=Q(flagged=True),
+                name="score_flagged_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.version} on image {self.image_id}"
+
+    @property
+    def is_correct(self) -> bool:
+        return self.label_id is not None and self.label_id == self.predicted_id

@@ -38,11 +38,22 @@ def _broker():
     return {"embedded": settings.USE_EMBEDDED_REDIS}
 
 
+# Every queue needs a consumer, or its jobs wait forever.
+QUEUES = ("default", "training")
+
+
 def _workers():
-    replies = celery_app.control.ping(timeout=1.0) or []
+    replies = celery_app.control.inspect(timeout=1.0).active_queues() or {}
     if not replies:
         raise RuntimeError("no Celery worker answered; start one with `make run`")
-    return {"count": len(replies), "names": sorted(name for reply in replies for name in reply)}
+    consumed = {queue["name"] for queues in replies.values() for queue in queues or ()}
+    missing = [name for name in QUEUES if name not in consumed]
+    if missing:
+        raise RuntimeError(
+            f"no worker consumes the {', '.join(missing)} queue(s); start one with "
+            f"`celery -A reviewapp worker -Q {','.join(missing)}`"
+        )
+    return {"count": len(replies), "names": sorted(replies), "queues": sorted(consumed)}
 
 
 @never_cache

@@ -1,1 +1,82 @@
-urlpatterns = []
+"""URLs of the browser pages; the API and /healthz are routed in reviewapp/urls.py."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import (
+    accounts,
+    activity,
+    categories,
+    exports,
+    images,
+    media,
+    projects,
+    review,
+    training,
+    uploads,
+    versions,
+)
+
+urlpatterns = [
+    # Accounts
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/tokens/", accounts.api_tokens, name="api-tokens"),
+    path("account/tokens/new", accounts.api_token_create, name="api-token-create"),
+    path("account/tokens/<int:pk>/revoke", accounts.api_token_revoke, name="api-token-revoke"),
+    # Projects
+    path("", projects.project_list, name="project-list"),
+    path("projects/new", projects.project_create, name="project-create"),
+    path("projects/demo", projects.demo_project_create, name="demo-project-create"),
+    path("p/<slug:slug>/", projects.project_detail, name="project-detail"),
+    path("p/<slug:slug>/settings/", projects.project_settings, name="project-settings"),
+    # Images
+    path("p/<slug:slug>/images/", images.image_browser, name="image-browser"),
+    path("images/<int:pk>/", images.image_detail, name="image-detail"),
+    path("images/<int:pk>/file", media.image_file, name="image-file"),
+    path("images/<int:pk>/thumbnail", media.image_thumbnail, name="image-thumbnail"),
+    # Categories
+    path("p/<slug:slug>/categories/", categories.category_list, name="category-list"),
+    path("p/<slug:slug>/categories/new", categories.category_create, name="category-create"),
+    path(
+        "p/<slug:slug>/categories/<int:pk>/edit",
+        categories.category_update,
+        name="category-update",
+    ),
+    path(
+        "p/<slug:slug>/categories/<int:pk>/delete",
+        categories.category_delete,
+        name="category-delete",
+    ),
+    path(
+        "p/<slug:slug>/categories/<int:pk>/merge/",
+        categories.category_merge,
+        name="category-merge",
+    ),
+    # Uploads
+    path("p/<slug:slug>/upload/", uploads.image_upload, name="image-upload"),
+    path("uploads/<int:pk>/", uploads.upload_batch, name="upload-batch"),
+    # Training
+    path("p/<slug:slug>/train/", training.training_run_start, name="training-run-start"),
+    path("p/<slug:slug>/runs/", training.training_run_list, name="training-run-list"),
+    path("p/<slug:slug>/retrain", training.training_run_retrain, name="training-run-retrain"),
+    path("runs/<int:pk>/", training.training_run_detail, name="training-run"),
+    path("runs/<int:pk>/cancel", training.training_run_cancel, name="training-run-cancel"),
+    # Review
+    path("p/<slug:slug>/review/", review.review_queue, name="review-queue"),
+    path("p/<slug:slug>/review/bulk", review.review_bulk, name="review-bulk"),
+    path("images/<int:pk>/decide", review.image_decide, name="image-decide"),
+    path("images/<int:pk>/undo", review.image_undo, name="image-undo"),
+    path("p/<slug:slug>/activity/", activity.project_activity, name="project-activity"),
+    path("p/<slug:slug>/trash/", activity.project_trash, name="project-trash"),
+    path("p/<slug:slug>/export.zip", exports.dataset_zip, name="dataset-export-zip"),
+    path("p/<slug:slug>/export.csv", exports.dataset_csv, name="dataset-export-csv"),
+    # Model versions
+    path("p/<slug:slug>/models/", versions.model_version_list, name="model-version-list"),
+    path("models/<int:pk>/", versions.model_version_detail, name="model-version"),
+    path("models/<int:pk>/compare/", versions.model_version_compare, name="model-version-compare"),
+]

@@ -34,6 +34,21 @@ def test_healthz_reports_database_broker_and_worker(celery_worker):
     assert body["status"] == "ok"
     assert body["database"]["ok"] and body["broker"]["ok"]
     assert body["worker"]["count"] >= 1
+    assert body["worker"]["queues"] == ["default", "training"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_is_503_when_no_worker_takes_training_runs(celery_app):
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        celery_app, pool="solo", queues=["default"], perform_ping_check=False, loglevel="WARNING"
+    ):
+        response = Client().get("/healthz")
+
+    body = response.json()
+    assert response.status_code == 503
+    assert "no worker consumes the training queue" in body["worker"]["error"]
 
 
 @pytest.mark.django_db

@@ -131,3 +131,22 @@ def test_label_events_are_kept_for_every_import():
     make_image(project)
 
     assert LabelEvent.objects.filter(project=project, action="import").count() == 2
+
+
+@pytest.mark.django_db
+def test_deleting_a_project_takes_its_labeled_images_but_a_used_category_stays_protected():
+    from django.db.models import RestrictedError
+
+    from reviewapp.models import Category, Image, Project
+    from tests.factories import CategoryFactory, ProjectFactory, make_image
+
+    project = ProjectFactory()
+    category = CategoryFactory(project=project)
+    make_image(project, category)
+
+    with pytest.raises(RestrictedError):
+        category.delete()
+
+    project.delete()
+    assert not Project.objects.filter(pk=project.pk).exists()
+    assert not Image.objects.exists() and not Category.objects.exists()

@@ -1,21 +1,48 @@
 """Import a folder with one sub-folder per class (fastai's ``parent_label``)."""
 
+import hashlib
 import os
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from reviewapp.imaging import DecodedImage, ImageRejected
 from reviewapp.models import Image, Project
 from reviewapp.services import (
     IngestResult,
     category_get_or_create,
     file_too_big,
+    image_decode,
     image_ingest,
     project_create,
 )
+
+# Two threads keep both cores busy decoding; more only add memory on small machines.
+IMPORT_THREADS = min(4, os.cpu_count() or 1)
+
+
+@dataclass
+class _Prepared:
+    data: bytes = b""
+    sha256: str = ""
+    decoded: DecodedImage | ImageRejected | None = None
+    reason: str = ""
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn, items, ahead: int = 2 * IMPORT_THREADS):
+    """``pool.map`` that keeps at most ``ahead`` results in memory, in order."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def iter_files(root: Path):
@@ -52,9 +79,19 @@ class Command(BaseCommand):
             self.stdout.write(f"Created project '{target.slug}'.")
 
         files = list(iter_files(root))
+        self.known = set(target.images.values_list("sha256", flat=True))
+        self.categories: dict[str, object] = {}
         results: list[IngestResult] = []
-        for path in tqdm(files, unit="img", desc="Importing", disable=None, file=self.stderr):
-            results.append(self._import_one(target, root, path))
+        progress = tqdm(
+            total=len(files), unit="img", desc="Importing", disable=None, file=self.stderr
+        )
+        # Reading, hashing and decoding run in threads (Pillow releases the GIL); the
+        # database and storage writes stay in this thread, in file order.
+        with ThreadPoolExecutor(max_workers=IMPORT_THREADS) as pool:
+            for path, prepared in zip(files, _bounded_map(pool, self._prepare, files), strict=True):
+                results.append(self._import_one(target, root, path, prepared))
+                progress.update()
+        progress.close()
 
         counts = Counter(r.status for r in results)
         self.stdout.write(
@@ -65,21 +102,49 @@ class Command(BaseCommand):
             if result.status == "rejected":
                 self.stdout.write(f"  rejected {result.name}: {result.reason}")
 
-    def _import_one(self, project: Project, root: Path, path: Path) -> IngestResult:
+    def _prepare(self, path: Path) -> _Prepared:
+        """Read, hash and decode one file; runs in a worker thread, touches no database."""
+        try:
+            # Refused on its size alone, without reading it.
+            if reason := file_too_big(path.stat().st_size):
+                return _Prepared(reason=reason)
+            data = path.read_bytes()
+        except OSError as exc:
+            return _Prepared(reason=f"cannot be read: {exc.strerror or exc}")
+        sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 in self.known:
+            return _Prepared(data=data, sha256=sha256)  # a duplicate: no need to decode
+        try:
+            decoded = image_decode(data)
+        except ImageRejected as exc:
+            decoded = exc
+        return _Prepared(data=data, sha256=sha256, decoded=decoded)
+
+    def _category(self, project: Project, name: str):
+        if name not in self.categories:
+            self.categories[name] = category_get_or_create(project=project, name=name)
+        return self.categories[name]
+
+    def _import_one(
+        self, project: Project, root: Path, path: Path, prepared: _Prepared
+    ) -> IngestResult:
         name = str(path.relative_to(root))
         label = None
         if path.parent != root:
             try:
-                label = category_get_or_create(project=project, name=path.parent.name)
+                label = self._category(project, path.parent.name)
             except ValidationError as exc:
                 return IngestResult(name, "rejected", "; ".join(exc.messages))
-        try:
-            # Refused on its size alone, without reading it.
-            if reason := file_too_big(path.stat().st_size):
-                return IngestResult(name, "rejected", reason)
-            data = path.read_bytes()
-        except OSError as exc:
-            return IngestResult(name, "rejected", f"cannot be read: {exc.strerror or exc}")
-        return image_ingest(
-            project=project, data=data, name=name, label=label, source=Image.Source.IMPORT
+        if prepared.reason:
+            return IngestResult(name, "rejected", prepared.reason)
+        result = image_ingest(
+            project=project,
+            data=prepared.data,
+            name=name,
+            label=label,
+            source=Image.Source.IMPORT,
+            sha256=prepared.sha256,
+            decoded=prepared.decoded,
         )
+        self.known.add(prepared.sha256)
+        return result

@@ -1,6 +1,7 @@
-"""Start Loupe in one foreground group: embedded Redis, a Celery worker and gunicorn.
+"""Start Loupe in one foreground group: embedded Redis, Celery workers and gunicorn.
 
-Ctrl-C (or SIGTERM) stops the web server, then the worker, then Redis, in that order.
+Two workers: one for the default queue (uploads, demo) and one for the training queue
+(one run at a time). Ctrl-C (or SIGTERM) stops the web server, then the workers, then Redis.
 """
 
 import os
@@ -21,7 +22,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Command(BaseCommand):
-    help = "Run the web server, a Celery worker and (unless REDIS_URL is set) embedded Redis."
+    help = "Run the web server, Celery workers and (unless REDIS_URL is set) embedded Redis."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -56,6 +57,7 @@ class Command(BaseCommand):
         try:
             if not no_worker:
                 children.append(("worker", self._start_worker()))
+                children.append(("training worker", self._start_training_worker()))
             children.append(("web", self._start_web(host, port, web_workers)))
             self._announce_when_ready(host, port, children)
             while not self.stopping:
@@ -88,6 +90,17 @@ class Command(BaseCommand):
                 sys.executable, "-m", "celery", "-A", "reviewapp", "worker",
                 "--queues", "default", "--concurrency", "2",
                 "--hostname", "loupe-default@%h", "--loglevel", "INFO",
+            ]
+        )  # fmt: skip
+
+    def _start_training_worker(self) -> subprocess.Popen:
+        # One run at a time, one message reserved; a fresh process per run returns its memory.
+        return self._spawn(
+            [
+                sys.executable, "-m", "celery", "-A", "reviewapp", "worker",
+                "--queues", "training", "--concurrency", "1", "--prefetch-multiplier", "1",
+                "--max-tasks-per-child", "1",
+                "--hostname", "loupe-training@%h", "--loglevel", "INFO",
             ]
         )  # fmt: skip
 

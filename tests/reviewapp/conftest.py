@@ -39,13 +39,13 @@ def celery_app(broker_url, settings):
 
 @pytest.fixture
 def celery_worker(celery_app, transactional_db):
-    """A real Celery worker thread consuming the default queue on the real broker."""
+    """A real Celery worker thread consuming both queues on the real broker."""
     from celery.contrib.testing.worker import start_worker
 
     with start_worker(
         celery_app,
         pool="solo",
-        queues=["default"],
+        queues=["default", "training"],
         perform_ping_check=False,
         loglevel="WARNING",
         shutdown_timeout=30,

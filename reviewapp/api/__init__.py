@@ -1,0 +1,56 @@
+"""The JSON API under /api/v1/ (django-ninja); OpenAPI at /api/v1/openapi.json, docs at /docs.
+
+One Router per resource, each in its own module; a new resource (training runs, model
+versions, decisions) adds a module and one ``api.add_router`` line, before the fallback.
+"""
+
+from django.http import Http404
+from ninja import NinjaAPI, Router
+
+from . import categories, decisions, images, projects, training
+from .auth import BearerAuth, SessionAuth
+from .errors import install_error_handlers
+
+__all__ = ["api"]
+
+
+class LoupeAPI(NinjaAPI):
+    def get_openapi_operation_id(self, operation) -> str:
+        # "category_merge", not "reviewapp_api_categories_category_merge": clients read these.
+        return operation.view_func.__name__
+
+
+api = LoupeAPI(
+    title="Loupe API",
+    version="1",
+    description=(
+        "Human-in-the-loop image classification. Authenticate with a personal token "
+        "(`Authorization: Bearer <token>`, made by `manage.py create_user_token`) or, in the "
+        "browser, with your Loupe session and the X-CSRFToken header. Errors are JSON: "
+        '`{"detail": "<message>", "errors": {"<field>": ["<message>"]}}`.'
+    ),
+    urls_namespace="api",
+    # Bearer first: a request that sends a token is judged by the token alone.
+    auth=[BearerAuth(), SessionAuth()],
+)
+install_error_handlers(api)
+
+api.add_router("", projects.router)
+api.add_router("", categories.router)
+api.add_router("", images.router)
+api.add_router("", training.router)
+api.add_router("", decisions.router)
+
+
+# Last, so it only sees paths no router matched: a typo gets JSON, not Django's HTML page.
+fallback = Router()
+
+
+@fallback.api_operation(
+    ["GET", "POST", "PUT", "PATCH", "DELETE"], "/{path:rest}", auth=None, include_in_schema=False
+)
+def no_such_endpoint(request, rest: str):
+    raise Http404(f"No API endpoint '{request.path}'; the endpoints are listed at /api/v1/docs.")
+
+
+api.add_router("", fallback)

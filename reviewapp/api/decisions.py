@@ -1,0 +1,263 @@
+"""Review decisions: confirm, relabel, delete, restore or undo, one image or many; audit trails.
+
+Every decision carries the image's ``revision`` as the caller last saw it; a stale one is
+refused with 409 and the image's current state, so two reviewers never overwrite each other.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from ninja import Field, Router, Schema, Status
+
+from .. import services
+from ..models import Category, Image, LabelEvent, ModelVersion, Project
+from .auth import require_perm
+from .common import InputSchema, project_or_404
+from .errors import ERROR_RESPONSES
+from .images import ImageOut, image_out
+
+__all__ = ["router"]
+
+router = Router(tags=["decisions"])
+
+UNDO = "undo"
+MAX_BULK = 1000
+
+
+class DecisionIn(InputSchema):
+    action: Literal[(*services.DECISION_ACTIONS, UNDO)] = Field(
+        description="undo reverts the image's latest decision that still stands."
+    )
+    revision: int = Field(description="The image's revision as you saw it; stale: 409.")
+    label: str | None = Field(None, description="The new category's name; relabel only.")
+    version: int | None = Field(
+        None, description="The id of the model version whose queue you decided in."
+    )
+    note: str = Field("", max_length=1000, description="Kept in the audit trail.")
+
+
+class BulkItemIn(InputSchema):
+    id: int
+    revision: int
+
+
+class BulkDecisionIn(InputSchema):
+    action: Literal[services.DECISION_ACTIONS]
+    label: str | None = Field(None, description="The new category's name; relabel only.")
+    version: int | None = Field(
+        None, description="The id of the model version whose queue you decided in."
+    )
+    images: list[BulkItemIn] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class LabelEventOut(Schema):
+    id: int
+    action: LabelEvent.Action
+    from_: str | None = Field(alias="from", description="The label before; null: unlabeled.")
+    to: str | None = Field(description="The label after; null: unlabeled.")
+    actor: str | None = Field(description="Username; null for the system or a deleted user.")
+    note: str
+    created_at: datetime
+    version_id: int | None
+    undo_of: int | None = Field(description="For an undo: the id of the event it reverted.")
+    undone_by: int | None = Field(description="The id of the undo that reverted this event.")
+
+
+class DecisionOut(Schema):
+    image: ImageOut = Field(description="The image's new state.")
+    event: LabelEventOut = Field(description="The event the decision wrote.")
+
+
+class StaleOut(Schema):
+    detail: str
+    image: ImageOut = Field(description="The image as it is now: decide again from this.")
+
+
+class BulkResultOut(Schema):
+    image_id: int
+    ok: bool
+    message: str = Field(description="Why it was refused; empty when applied.")
+    event_id: int | None
+
+
+class BulkDecisionOut(Schema):
+    results: list[BulkResultOut] = Field(description="One per image sent, in the same order.")
+    applied: int
+    refused: int
+
+
+def _event_out(event: LabelEvent, *, undone_by: int | None = None) -> dict:
+    return {
+        "id": event.pk,
+        "action": event.action,
+        "from": event.from_category.name if event.from_category_id else None,
+        "to": event.to_category.name if event.to_category_id else None,
+        "actor": event.actor.get_username() if event.actor_id else None,
+        "note": event.note,
+        "created_at": event.created_at,
+        "version_id": event.version_id,
+        "undo_of": event.undo_of_id,
+        "undone_by": undone_by,
+    }
+
+
+def _image_or_404(image_id: int) -> Image:
+    image = Image.objects.select_related("project", "label").filter(pk=image_id).first()
+    if image is None:
+        raise Http404(f"No image {image_id}.")
+    return image
+
+
+def _label_for(project: Project, action: str, name: str | None) -> Category | None:
+    """The category a relabel names; a 400 naming the project's classes otherwise."""
+    if action != "relabel":
+        if name:
+            # Refused, not ignored: "confirm" with a label would confirm whatever label the
+            # image has, which need not be the one the client meant.
+            raise ValidationError(
+                {"label": f"A label is only sent with 'relabel', not '{action}'."}
+            )
+        return None
+    category = project.categories.filter(name=name).first() if name else None
+    if category is None:
+        problem = (
+            f"No category '{name}' in project '{project.slug}'."
+            if name
+            else "Relabel needs the new label."
+        )
+        valid = ", ".join(f"'{n}'" for n in project.categories.values_list("name", flat=True))
+        raise ValidationError({"label": f"{problem} Valid labels: {valid or 'none yet'}."})
+    return category
+
+
+def _version_for(project: Project, version_id: int | None) -> ModelVersion | None:
+    if version_id is None:
+        return None
+    version = ModelVersion.objects.select_related("project").filter(pk=version_id).first()
+    if version is None:
+        raise ValidationError({"version": f"No model version {version_id}."})
+    if version.project_id != project.pk:
+        raise ValidationError(
+            {
+                "version": f"Model version {version_id} belongs to project "
+                f"'{version.project.slug}', not '{project.slug}'."
+            }
+        )
+    return version
+
+
+@router.post(
+    "/images/{image_id}/decisions",
+    response={200: DecisionOut, 409: StaleOut, **ERROR_RESPONSES},
+    by_alias=True,
+)
+def image_decide(request, image_id: int, payload: DecisionIn):
+    """Decide on one image: confirm, relabel (to ``label``), delete, restore, or undo.
+
+    409 if ``revision`` is stale: nothing is applied and the body carries the image as it is
+    now. An undo takes only ``revision``: it records the reverted decision's model version
+    and a note of its own.
+    """
+    require_perm(request, "reviewapp.change_image", "decide on images")
+    image = _image_or_404(image_id)
+    project = image.project
+    try:
+        if payload.action == UNDO:
+            sent = [f for f in ("label", "version", "note") if getattr(payload, f)]
+            if sent:
+                raise ValidationError(
+                    {f: "An undo takes only 'revision'; leave this out." for f in sent}
+                )
+            event = services.image_decision_undo(
+                image_id=image.pk, actor=request.auth, revision=payload.revision
+            )
+        else:
+            event = services.image_decide(
+                image_id=image.pk,
+                action=payload.action,
+                actor=request.auth,
+                revision=payload.revision,
+                label=_label_for(project, payload.action, payload.label),
+                version=_version_for(project, payload.version),
+                note=payload.note,
+            )
+    except services.StaleRevision as exc:
+        current = exc.image
+        current.project = project
+        return Status(409, {"detail": str(exc), "image": image_out(request, current)})
+    return {
+        "image": image_out(request, _image_or_404(image_id)),
+        "event": _event_out(event),
+    }
+
+
+@router.post(
+    "/projects/{slug}/decisions",
+    response={200: BulkDecisionOut, **ERROR_RESPONSES},
+)
+def images_decide(request, slug: str, payload: BulkDecisionIn):
+    """One decision for many images of the project; each is applied or refused on its own.
+
+    A refused image (stale revision, impossible action, not in this project) is a result
+    with ``ok`` false and a message, not an error. Undo one image at a time.
+    """
+    require_perm(request, "reviewapp.change_image", "decide on images")
+    project = project_or_404(slug)
+    label = _label_for(project, payload.action, payload.label)
+    version = _version_for(project, payload.version)
+    ids = [item.id for item in payload.images]
+    in_project = set(project.images.filter(pk__in=ids).values_list("pk", flat=True))
+    decided = iter(
+        services.images_decide(
+            images=[(i.id, i.revision) for i in payload.images if i.id in in_project],
+            action=payload.action,
+            actor=request.auth,
+            label=label,
+            version=version,
+        )
+    )
+    results = []
+    for item in payload.images:
+        if item.id in in_project:
+            result = next(decided)  # images_decide answers in the order it was given
+            results.append(
+                {
+                    "image_id": result.image_id,
+                    "ok": result.ok,
+                    "message": result.message,
+                    "event_id": result.event_id,
+                }
+            )
+        else:
+            results.append(
+                {
+                    "image_id": item.id,
+                    "ok": False,
+                    "message": f"No image {item.id} in project '{slug}'; nothing was applied.",
+                    "event_id": None,
+                }
+            )
+    applied = sum(r["ok"] for r in results)
+    return {"results": results, "applied": applied, "refused": len(results) - applied}
+
+
+@router.get(
+    "/images/{image_id}/history",
+    response={200: list[LabelEventOut], **ERROR_RESPONSES},
+    by_alias=True,
+)
+def image_history(request, image_id: int):
+    """The image's whole audit trail, newest first: import, decisions and undos."""
+    require_perm(request, "reviewapp.view_image", "view images")
+    if not Image.objects.filter(pk=image_id).exists():
+        raise Http404(f"No image {image_id}.")
+    events = list(
+        LabelEvent.objects.filter(image_id=image_id)
+        .select_related("actor", "from_category", "to_category")
+        .order_by("-id")
+    )
+    # An undo is always of the same image's event: read undone_by from the list, no query.
+    undone_by = {e.undo_of_id: e.pk for e in events if e.undo_of_id is not None}
+    return [_event_out(e, undone_by=undone_by.get(e.pk)) for e in events]

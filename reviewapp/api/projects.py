@@ -1,0 +1,115 @@
+"""/projects: list, create, read with counts, change settings."""
+
+from ninja import Router, Schema, Status
+
+from .. import selectors, services
+from ..models import Project
+from .auth import require_perm
+from .common import InputSchema, project_or_404
+from .errors import ERROR_RESPONSES
+
+__all__ = ["project_out", "router"]
+
+router = Router(tags=["projects"])
+
+
+class ProjectSettings(Schema):
+    image_size: int
+    resize_method: Project.ResizeMethod
+    augment: bool
+    valid_pct: float
+    split_seed: int
+
+
+class ProjectOut(Schema):
+    id: int
+    name: str
+    slug: str
+    description: str
+    settings: ProjectSettings
+
+
+class ClassCountOut(Schema):
+    category_id: int | None
+    name: str
+    train: int
+    valid: int
+    total: int
+
+
+class CountsOut(Schema):
+    classes: list[ClassCountOut]
+    train: int
+    valid: int
+    total: int
+    deleted: int
+
+
+class ProjectDetailOut(ProjectOut):
+    counts: CountsOut
+
+
+class ProjectSettingsIn(InputSchema):
+    """DataBlock settings; the model checks their ranges. Omitted or null: unchanged/default."""
+
+    description: str | None = None
+    image_size: int | None = None
+    resize_method: Project.ResizeMethod | None = None
+    augment: bool | None = None
+    valid_pct: float | None = None
+    split_seed: int | None = None
+
+
+class ProjectIn(ProjectSettingsIn):
+    name: str
+    slug: str = ""
+
+
+class ProjectPatch(ProjectSettingsIn):
+    name: str | None = None
+
+
+def project_out(project: Project) -> dict:
+    return {
+        "id": project.pk,
+        "name": project.name,
+        "slug": project.slug,
+        "description": project.description,
+        "settings": {name: getattr(project, name) for name in ProjectSettings.model_fields},
+    }
+
+
+def _given(payload: Schema) -> dict:
+    return {k: v for k, v in payload.dict(exclude_unset=True).items() if v is not None}
+
+
+@router.get("/projects", response={200: list[ProjectOut], **ERROR_RESPONSES})
+def project_list(request):
+    require_perm(request, "reviewapp.view_project", "view projects")
+    return [project_out(p) for p in Project.objects.all()]
+
+
+@router.post("/projects", response={201: ProjectOut, **ERROR_RESPONSES})
+def project_create(request, payload: ProjectIn):
+    """Create a project; the slug is derived from the name unless given."""
+    require_perm(request, "reviewapp.add_project", "create projects")
+    project = services.project_create(actor=request.auth, **_given(payload))
+    return Status(201, project_out(project))
+
+
+@router.get("/projects/{slug}", response={200: ProjectDetailOut, **ERROR_RESPONSES})
+def project_detail(request, slug: str):
+    """A project with its active images counted per class and split."""
+    require_perm(request, "reviewapp.view_project", "view projects")
+    project = project_or_404(slug)
+    counts = selectors.project_counts(project=project).as_dict()
+    return {**project_out(project), "counts": counts}
+
+
+@router.patch("/projects/{slug}", response={200: ProjectOut, **ERROR_RESPONSES})
+def project_update(request, slug: str, payload: ProjectPatch):
+    """Change a project's name or settings; a new split seed or share re-splits every image."""
+    require_perm(request, "reviewapp.change_project", "change projects")
+    project = project_or_404(slug)
+    project = services.project_update(project=project, **_given(payload))
+    return project_out(project)

@@ -1,0 +1,288 @@
+"""Forms parse and check browser input; the writes themselves are in services."""
+
+from django import forms
+from django.conf import settings
+from django.core.validators import RegexValidator
+
+from trainer import ARCHITECTURES
+
+from .models import Category, Image, Project
+
+__all__ = [
+    "ApiTokenForm",
+    "CategoryCreateForm",
+    "CategoryForm",
+    "CategoryMergeForm",
+    "ImageFilterForm",
+    "ProjectCreateForm",
+    "ProjectSettingsForm",
+    "TrainingRunForm",
+    "UploadForm",
+]
+
+DATABLOCK_FIELDS = ("image_size", "resize_method", "augment", "valid_pct", "split_seed")
+
+
+class ProjectSettingsForm(forms.Form):
+    """A project's name, description and the DataBlock choices the trainer uses."""
+
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=5000
+    )
+    image_size = forms.IntegerField(
+        min_value=16,
+        max_value=1024,
+        initial=224,
+        label="Image size (px)",
+        help_text="Images are resized to a square of this side before training.",
+    )
+    resize_method = forms.ChoiceField(
+        choices=Project.ResizeMethod.choices, initial=Project.ResizeMethod.RANDOM_RESIZED_CROP
+    )
+    augment = forms.BooleanField(
+        required=False,
+        initial=True,
+        label="Augment training batches",
+        help_text="fastai's aug_transforms: flips, rotation, zoom, lighting.",
+    )
+    valid_pct = forms.FloatField(
+        min_value=0.05,
+        max_value=0.5,
+        initial=0.2,
+        label="Validation share",
+        help_text="Between 0.05 and 0.5 of the images are held out for validation.",
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+    )
+    split_seed = forms.IntegerField(
+        min_value=0,
+        max_value=2**31 - 1,
+        initial=42,
+        label="Split seed",
+        help_text="The same seed always gives the same train/valid split.",
+    )
+
+    @classmethod
+    def for_project(cls, project: Project, data=None) -> "ProjectSettingsForm":
+        fields = ("name", "description", *DATABLOCK_FIELDS)
+        return cls(data, initial={name: getattr(project, name) for name in fields})
+
+
+class ProjectCreateForm(ProjectSettingsForm):
+    slug = forms.SlugField(
+        max_length=80,
+        required=False,
+        label="URL name",
+        help_text="Letters, digits and hyphens; left blank, it is made from the name.",
+    )
+
+    field_order = ["name", "slug", "description"]
+
+
+hotkey_field_validator = RegexValidator(r"^[1-9]$", "A hotkey is one digit from 1 to 9.")
+
+
+class CategoryForm(forms.Form):
+    """One category row: rename, change the hotkey, move it."""
+
+    name = forms.CharField(max_length=100)
+    hotkey = forms.CharField(
+        max_length=1,
+        required=False,
+        validators=[hotkey_field_validator],
+        widget=forms.TextInput(
+            attrs={"inputmode": "numeric", "pattern": "[1-9]", "size": 1, "class": "hotkey"}
+        ),
+        help_text="1 to 9, or blank for none.",
+    )
+    position = forms.IntegerField(
+        min_value=0, max_value=100_000, widget=forms.NumberInput(attrs={"class": "position"})
+    )
+
+    @classmethod
+    def for_category(cls, category: Category, data=None) -> "CategoryForm":
+        return cls(
+            data,
+            initial={
+                "name": category.name,
+                "hotkey": category.hotkey,
+                "position": category.position,
+            },
+            auto_id=f"id_category_{category.pk}_%s",
+        )
+
+
+class CategoryCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    hotkey = forms.CharField(
+        max_length=1,
+        required=False,
+        validators=[hotkey_field_validator],
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "pattern": "[1-9]", "size": 1}),
+        help_text="Blank: the next free digit.",
+    )
+
+
+class CategoryMergeForm(forms.Form):
+    target = forms.ModelChoiceField(
+        queryset=Category.objects.none(), label="Merge into", empty_label=None
+    )
+
+    def __init__(self, *args, source: Category, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["target"].queryset = Category.objects.filter(
+            project_id=source.project_id
+        ).exclude(pk=source.pk)
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files from one ``<input type=file multiple>``; empty ones are kept.
+
+    An empty file is refused by the ingest with a reason, like any unreadable file.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput())
+        kwargs.setdefault("allow_empty_file", True)
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single_clean = super().clean
+        if isinstance(data, list | tuple):
+            if not data and self.required:
+                raise forms.ValidationError(self.error_messages["required"], code="required")
+            return [single_clean(item, initial) for item in data]
+        return [single_clean(data, initial)]
+
+
+TARGET_UNLABELED = "unlabeled"
+TARGET_FOLDERS = "folders"
+
+
+class UploadForm(forms.Form):
+    files = MultipleFileField(
+        label="Images or .zip archives",
+        error_messages={"required": "Choose at least one image or .zip file."},
+        widget=MultipleFileInput(attrs={"accept": "image/*,.zip,application/zip"}),
+    )
+    target = forms.ChoiceField(label="Label them as")
+
+    def __init__(self, *args, project: Project, categories=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Shown in the form's help: what is imported at once, what goes to a worker.
+        self.inline_max_files = settings.LOUPE_INLINE_UPLOAD_MAX_FILES
+        self.inline_max_bytes = settings.LOUPE_INLINE_UPLOAD_MAX_BYTES
+        categories = list(project.categories.all()) if categories is None else categories
+        self.categories = {str(c.pk): c for c in categories}
+        self.fields["target"].choices = [
+            (TARGET_UNLABELED, "Unlabeled"),
+            ("Category", [(str(c.pk), c.name) for c in categories]),
+            (TARGET_FOLDERS, "Labels from the .zip folder names"),
+        ]
+        self.fields["target"].initial = TARGET_UNLABELED
+
+    @property
+    def label(self) -> Category | None:
+        return self.categories.get(self.cleaned_data["target"])
+
+    @property
+    def labels_from_folders(self) -> bool:
+        return self.cleaned_data["target"] == TARGET_FOLDERS
+
+
+class ImageFilterForm(forms.Form):
+    """The image browser's filters; a bad value falls back to 'all' rather than failing."""
+
+    STATUS_ALL = "all"
+
+    label = forms.ChoiceField(required=False, label="Class")
+    split = forms.ChoiceField(
+        required=False, choices=[("", "All splits"), *Image.Split.choices], label="Split"
+    )
+    status = forms.ChoiceField(
+        required=False,
+        choices=[
+            (Image.Status.ACTIVE, "Active"),
+            (Image.Status.DELETED, "Trash"),
+            (STATUS_ALL, "All"),
+        ],
+        label="Status",
+    )
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, categories, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["label"].choices = [
+            ("", "All classes"),
+            *[(str(c.pk), c.name) for c in categories],
+            ("none", "Unlabeled"),
+        ]
+
+    def filters(self) -> dict:
+        """Keyword arguments for ``selectors.image_list``, each bad value left out."""
+        self.is_valid()  # cleaned_data then holds only the fields that passed
+        data = self.cleaned_data
+        status = data.get("status") or Image.Status.ACTIVE
+        return {
+            "label": data.get("label", ""),
+            "split": data.get("split", ""),
+            "status": "" if status == self.STATUS_ALL else status,
+            "before": data.get("before"),
+        }
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        label="Token name",
+        help_text="What will use it, e.g. 'labelling script on my laptop'.",
+    )
+
+
+class TrainingRunForm(forms.Form):
+    """A training run's choices; the initial values are the project's, sized for a CPU."""
+
+    architecture = forms.ChoiceField(
+        choices=[(a, a) for a in ARCHITECTURES],
+        help_text="resnet18 trains fastest; resnet34 is the lesson's choice.",
+    )
+    image_size = forms.IntegerField(
+        min_value=16, max_value=1024, label="Image size (px)", help_text="Side of the square."
+    )
+    resize_method = forms.ChoiceField(choices=Project.ResizeMethod.choices)
+    augment = forms.BooleanField(
+        required=False, label="Augment", help_text="fastai's aug_transforms on training batches."
+    )
+    epochs = forms.IntegerField(min_value=1, max_value=200, help_text="Epochs of fine_tune.")
+    freeze_epochs = forms.IntegerField(
+        min_value=0,
+        max_value=20,
+        label="Frozen epochs",
+        help_text="Head-only epochs first, when starting from pretrained weights.",
+    )
+    learning_rate = forms.FloatField(
+        required=False,
+        min_value=1e-7,
+        max_value=1.0,
+        label="Learning rate",
+        help_text="Leave empty to use the learning rate finder's suggestion.",
+        widget=forms.NumberInput(attrs={"step": "any"}),
+    )
+    batch_size = forms.IntegerField(min_value=1, max_value=1024)
+    pretrained = forms.ChoiceField(
+        choices=[
+            ("auto", "Auto: ImageNet weights if cached, else from scratch"),
+            ("on", "On: require cached ImageNet weights"),
+            ("off", "Off: train from scratch"),
+        ],
+        label="Pretrained weights",
+        help_text="Loupe never downloads weights; the run page says which was used.",
+    )
+
+    @classmethod
+    def for_config(cls, config, data=None) -> "TrainingRunForm":
+        return cls(data, initial={name: getattr(config, name) for name in cls.base_fields})

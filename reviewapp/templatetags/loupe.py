@@ -1,0 +1,51 @@
+"""Small template helpers for Loupe's pages."""
+
+from django import template
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+
+@register.filter
+def label_param(category) -> str:
+    """The image browser's ``label`` value for a category; ``none`` for unlabeled."""
+    return str(category.pk) if category is not None else "none"
+
+
+@register.simple_tag(takes_context=True)
+def nav_current(context, *url_names: str) -> str:
+    """``aria-current="page"`` on the nav link of the page being shown."""
+    match = getattr(context.get("request"), "resolver_match", None)
+    if match is not None and match.url_name in url_names:
+        return mark_safe('aria-current="page"')
+    return ""
+
+
+@register.filter
+def percent(part, whole) -> int:
+    """``part`` as a whole-number percentage of ``whole``; 0 when ``whole`` is 0."""
+    try:
+        return round(100 * part / whole) if whole else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+@register.filter
+def short_label(text) -> str:
+    """A choice's label without its explanation in brackets: 'Crop (centre…)' -> 'Crop'."""
+    return str(text).split(" (", 1)[0]
+
+
+@register.filter
+def duration(value) -> str:
+    """A timedelta as '1 h 02 min', '3 min 05 s' or '12 s'."""
+    if value is None:
+        return "—"
+    seconds = max(0, int(value.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{seconds} s"

@@ -1,0 +1,72 @@
+"""A project's activity feed (every label event) and its trash (deleted images)."""
+
+from django.views.decorators.http import require_GET
+
+from .. import selectors
+from ..models import LabelEvent
+from .common import login_required, project_for, render_page
+
+__all__ = ["project_activity", "project_trash"]
+
+ACTIVITY_PAGE_SIZE = 50
+TRASH_PAGE_SIZE = 48
+
+
+def _positive_int(value) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+@require_GET
+@login_required
+def project_activity(request, slug):
+    project = project_for(request, slug, "reviewapp.view_labelevent")
+    people = selectors.label_event_actors(project=project)
+    # Unknown filter values are dropped, not errors: a stale bookmark still opens.
+    action = request.GET.get("action", "")
+    action = action if action in LabelEvent.Action.values else ""
+    actor, actor_name = request.GET.get("actor", ""), ""
+    if actor != selectors.SYSTEM_ACTOR:
+        person = {p.pk: p for p in people}.get(_positive_int(actor))
+        actor = person.pk if person else ""
+        actor_name = person.get_username() if person else ""
+    before = _positive_int(request.GET.get("before"))
+    page = selectors.label_event_list(
+        project=project, action=action, actor=actor, before=before, limit=ACTIVITY_PAGE_SIZE
+    )
+    context = {
+        "project": project,
+        "page": page,
+        "people": people,
+        "actions": LabelEvent.Action.choices,
+        "shown": {
+            "action": action,
+            "action_label": LabelEvent.Action(action).label if action else "",
+            "actor": str(actor),
+            "actor_name": actor_name,
+        },
+        "system_actor": selectors.SYSTEM_ACTOR,
+        "cursor": before,
+    }
+    return render_page(request, "reviewapp/activity.html", "activity-list", context)
+
+
+@require_GET
+@login_required
+def project_trash(request, slug):
+    project = project_for(request, slug, "reviewapp.view_image")
+    before = _positive_int(request.GET.get("before"))
+    page = selectors.image_trash_list(project=project, before=before, limit=TRASH_PAGE_SIZE)
+    context = {
+        "project": project,
+        "page": page,
+        "page_size": TRASH_PAGE_SIZE,
+        "cursor": before,
+        "can_restore": request.user.has_perm("reviewapp.change_image"),
+        # A restore posts back here, to this very page of the trash.
+        "here": request.get_full_path(),
+    }
+    return render_page(request, "reviewapp/trash.html", "trash-grid", context)

@@ -1,0 +1,126 @@
+"""Training runs: start one, follow its live progress, cancel it."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from .. import selectors, training
+from ..forms import TrainingRunForm
+from ..models import Project, TrainingRun
+from .common import add_service_errors, login_required, project_for, render_page, require_perm
+
+__all__ = [
+    "training_run_cancel",
+    "training_run_retrain",
+    "training_run_detail",
+    "training_run_list",
+    "training_run_start",
+]
+
+
+def _runs_context(request, project: Project, form: TrainingRunForm | None) -> dict:
+    training.training_runs_reap(project=project)
+    return {
+        "project": project,
+        "form": form,
+        "runs": selectors.training_run_list(project=project),
+        "active": selectors.training_run_active(project=project),
+    }
+
+
+@require_GET
+@login_required
+def training_run_list(request, slug):
+    project = project_for(request, slug, "reviewapp.view_trainingrun")
+    form = None
+    if request.user.has_perm("reviewapp.add_trainingrun"):
+        form = TrainingRunForm.for_config(training.train_config_for(project))
+    context = _runs_context(request, project, form)
+    return render_page(request, "reviewapp/training_runs.html", "training-run-table", context)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def training_run_start(request, slug):
+    project = project_for(request, slug, "reviewapp.add_trainingrun")
+    if request.method == "GET":
+        return redirect("training-run-list", slug=project.slug)
+    form = TrainingRunForm(request.POST)
+    if form.is_valid():
+        try:
+            run = training.training_run_create(
+                project=project, actor=request.user, config=form.cleaned_data
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Training run #{run.pk} queued.")
+            if request.htmx:
+                return HttpResponseClientRedirect(run.get_absolute_url())
+            return redirect(run)
+    # 200, not 400: htmx swaps only successful responses, and the form shows its errors.
+    context = _runs_context(request, project, form)
+    return render_page(request, "reviewapp/training_runs.html", "training-form", context)
+
+
+def _run_or_404(pk: int) -> TrainingRun:
+    return get_object_or_404(
+        TrainingRun.objects.defer("snapshot").select_related("project", "created_by"), pk=pk
+    )
+
+
+def _run_context(run: TrainingRun) -> dict:
+    version = getattr(run, "version", None) if run.status == TrainingRun.Status.SUCCEEDED else None
+    ahead = []
+    if run.status == TrainingRun.Status.PENDING:
+        ahead = [r for r in selectors.training_run_active(project=run.project) if r.pk < run.pk]
+    return {"project": run.project, "run": run, "version": version, "ahead": ahead}
+
+
+@require_GET
+@login_required
+def training_run_detail(request, pk):
+    require_perm(request.user, "reviewapp.view_trainingrun")
+    run = _run_or_404(pk)
+    if run.status == TrainingRun.Status.RUNNING and training.training_runs_reap(
+        project=run.project
+    ):
+        run = _run_or_404(pk)
+    return render_page(request, "reviewapp/training_run.html", "run-status", _run_context(run))
+
+
+@require_POST
+@login_required
+def training_run_cancel(request, pk):
+    require_perm(request.user, "reviewapp.change_trainingrun")
+    run = _run_or_404(pk)
+    try:
+        training.training_run_cancel(run=run, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if not request.htmx:
+            messages.info(request, f"Run #{run.pk}: cancel requested.")
+    if request.htmx:
+        return render_page(
+            request, "reviewapp/training_run.html", "run-status", _run_context(_run_or_404(pk))
+        )
+    return redirect(run)
+
+
+@require_POST
+@login_required
+def training_run_retrain(request, slug):
+    """Train again on the data as reviewed now, with the settings of the last successful run."""
+    project = project_for(request, slug, "reviewapp.add_trainingrun")
+    last = project.training_runs.filter(status=TrainingRun.Status.SUCCEEDED).order_by("-id").first()
+    config = {k: v for k, v in (last.config if last else {}).items() if k in training.CONFIG_FIELDS}
+    try:
+        run = training.training_run_create(project=project, actor=request.user, config=config)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("training-run-list", slug=project.slug)
+    messages.success(request, f"Training run #{run.pk} queued on the reviewed data.")
+    return redirect(run)

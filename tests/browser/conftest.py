@@ -1,0 +1,199 @@
+"""Browser tests: Debian's chromium, driven by Playwright, against a live server and a worker.
+
+Run them with ``pytest -m browser tests/browser``; each screen is saved as a PNG under
+``test-artifacts/screens/<test name>/`` at the repository root (git-ignored).
+"""
+
+import importlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, Permission, User
+
+from tests.factories import UserFactory
+
+# The worker fixtures live under tests/reviewapp/; a conftest applies only to its own folder.
+from tests.reviewapp.conftest import broker_url, celery_worker, media_root  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery staple"  # UserFactory's
+SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
+
+
+def _forget_broker_connections(app) -> None:
+    """Drop the app's cached publishing pools: the next task goes to ``conf.broker_url``.
+
+    This folder's ``broker_url`` is a second embedded Redis, not tests/reviewapp/'s, and in a
+    full run the app has already published to that one. Celery resets the same two after a fork.
+    """
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def celery_app(broker_url, settings):  # noqa: F811 (a fixture argument)
+    """tests/reviewapp/'s ``celery_app``, which also forgets the broker used before it."""
+    from reviewapp.celery import app
+
+    settings.CELERY_BROKER_URL = broker_url
+    app.conf.broker_url = broker_url
+    app.conf.task_always_eager = False
+    _forget_broker_connections(app)
+    yield app
+    _forget_broker_connections(app)  # the tests after this one publish to their own broker
+
+
+def _read_uncommitted(connection, on: bool = True) -> None:
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        connection.connection.execute(f"PRAGMA read_uncommitted = {int(on)}")
+
+
+def _read_uncommitted_when_created(sender, connection, **kwargs) -> None:
+    _read_uncommitted(connection)
+
+
+@pytest.fixture(autouse=True)
+def readers_do_not_wait_for_the_worker(transactional_db):
+    """Let the live server read while the worker writes, as the real database allows.
+
+    The app runs on SQLite in WAL mode, where readers never wait for a writer. The test
+    database is an in-memory shared cache instead, where a page that reads a table the
+    worker is writing fails at once with "database table is locked" (a 500 seen here
+    about one run in six). read_uncommitted lifts those read locks for these tests only.
+    """
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    connection.ensure_connection()
+    _read_uncommitted(connection)  # the main thread's, which the live server shares
+    connection_created.connect(_read_uncommitted_when_created)  # the worker's, when it opens
+    yield
+    connection_created.disconnect(_read_uncommitted_when_created)
+    _read_uncommitted(connection, on=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless chromium per test module.
+
+    Per module, not per session: Playwright's sync API keeps an event loop running in this
+    thread, and the rest of a full test run should not inherit it.
+    """
+    if shutil.which("chromium") is None or not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(
+            f"!!! chromium is not installed ({CHROMIUM}): the browser tests did NOT run. "
+            "Install Debian's package: apt-get install chromium"
+        )
+    from playwright.sync_api import sync_playwright
+
+    # With Playwright's loop running, Django refuses ORM calls from this thread
+    # (SynchronousOnlyOperation); the tests' own ORM calls are synchronous, so this is
+    # pytest-django's documented workaround, undone when the module's browser closes.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh browser context (no cookies) on the live server; actions wait up to 10 s."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+@pytest.fixture
+def screenshot(request):
+    """``screenshot(page, "name")`` saves a full-page PNG, numbered in the order taken."""
+    folder = SCREENS / re.sub(r"[^\w.-]+", "_", request.node.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    taken = []
+
+    def take(page, name: str, *, full_page: bool = True) -> Path:
+        path = folder / f"{len(taken) + 1:02d}-{name}.png"
+        page.screenshot(path=path, full_page=full_page)
+        taken.append(path)
+        return path
+
+    yield take
+    print(f"\n{len(taken)} screenshot(s) of {request.node.name} in {folder}")
+
+
+# Counts the swaps of the review queue's progress line, which each decision refreshes once.
+COUNT_PROGRESS_SWAPS = """
+window.__progressSwaps = 0;
+document.addEventListener("htmx:afterSettle", function (event) {
+  if (event.detail.elt && event.detail.elt.id === "review-progress") window.__progressSwaps++;
+});
+"""
+
+
+@pytest.fixture
+def progress_swaps(page):
+    """``progress_swaps()``: how often the review queue's progress line has been swapped."""
+    page.add_init_script(COUNT_PROGRESS_SWAPS)
+    return lambda: page.evaluate("window.__progressSwaps")
+
+
+def _reviewers_group() -> Group:
+    """The `reviewers` group as the migrations make it.
+
+    A transactional test's flush empties auth_group, and the browser tests need one:
+    the live server runs in another thread, so they cannot roll back in a transaction.
+    """
+    groups = importlib.import_module("reviewapp.migrations.0002_groups")
+    training = importlib.import_module("reviewapp.migrations.0004_training_permissions")
+    group, _ = Group.objects.get_or_create(name="reviewers")
+    codenames = [*groups.REVIEWER_PERMS, *training.TRAINING_PERMS]
+    group.permissions.add(
+        *Permission.objects.filter(content_type__app_label="reviewapp", codename__in=codenames)
+    )
+    return group
+
+
+@pytest.fixture
+def reviewer_user(transactional_db) -> User:
+    """A member of `reviewers`, with UserFactory's password, as a real user would be."""
+    _reviewers_group()
+    return UserFactory(username="rita", groups=["reviewers"])
+
+
+@pytest.fixture
+def log_in(reviewer_user):
+    """``log_in(page)`` signs the reviewer in through the login form."""
+    from playwright.sync_api import expect
+
+    def sign_in(page, user: User = reviewer_user):
+        page.goto("/accounts/login/")
+        page.get_by_label("Username").fill(user.get_username())
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator(".user-menu summary")).to_contain_text(user.get_username())
+        return user
+
+    return sign_in
