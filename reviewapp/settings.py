@@ -122,6 +122,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA busy_timeout=30000; PRAGMA foreign_keys=ON;"
         ),
     }
+    # Tests run on a file in WAL mode too, not Django's in-memory shared cache: there a
+    # writer that meets another connection's write fails at once ("database table is
+    # locked") instead of waiting, which the live server and the worker threads of the
+    # browser tests would hit at random.
+    # One file per test process, so two test runs never share one.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -54,35 +54,6 @@ def celery_app(broker_url, settings):  # noqa: F811 (a fixture argument)
     _forget_broker_connections(app)  # the tests after this one publish to their own broker
 
 
-def _read_uncommitted(connection, on: bool = True) -> None:
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        connection.connection.execute(f"PRAGMA read_uncommitted = {int(on)}")
-
-
-def _read_uncommitted_when_created(sender, connection, **kwargs) -> None:
-    _read_uncommitted(connection)
-
-
-@pytest.fixture(autouse=True)
-def readers_do_not_wait_for_the_worker(transactional_db):
-    """Let the live server read while the worker writes, as the real database allows.
-
-    The app runs on SQLite in WAL mode, where readers never wait for a writer. The test
-    database is an in-memory shared cache instead, where a page that reads a table the
-    worker is writing fails at once with "database table is locked" (a 500 seen here
-    about one run in six). read_uncommitted lifts those read locks for these tests only.
-    """
-    from django.db import connection
-    from django.db.backends.signals import connection_created
-
-    connection.ensure_connection()
-    _read_uncommitted(connection)  # the main thread's, which the live server shares
-    connection_created.connect(_read_uncommitted_when_created)  # the worker's, when it opens
-    yield
-    connection_created.disconnect(_read_uncommitted_when_created)
-    _read_uncommitted(connection, on=False)
-
-
 @pytest.fixture(scope="module")
 def browser():
     """One headless chromium per test module.

@@ -1,12 +1,14 @@
 """The whole loop in a browser: upload, train, review by keyboard, restore, retrain."""
 
 import re
+import threading
 import time
 
 import pytest
 from playwright.sync_api import expect
 
-from reviewapp.models import Category
+from reviewapp import training
+from reviewapp.models import Category, TrainingRun
 from tests.factories import COLOURS, trainable_project
 from tests.images import image_bytes
 
@@ -50,18 +52,69 @@ def upload(page, files: list[dict], target: str) -> None:
     page.get_by_role("button", name="Upload").click()
 
 
-def follow_run_to_the_end(page, screenshot, name: str) -> list[dict]:
+class ScoringGate:
+    """Holds each run at the start of its scoring phase until the test lets it go on.
+
+    A warm worker trains this tiny project in about a second, less than the run page's
+    polling interval, so without it the page may never show the run running.
+    """
+
+    def __init__(self):
+        self.opened = threading.Event()
+
+    def wait(self) -> None:
+        self.opened.wait(RUN_TIMEOUT_MS / 1000)  # never holds a run for good
+        self.opened.clear()
+
+    def release(self) -> None:
+        self.opened.set()
+
+
+@pytest.fixture
+def scoring_gate(monkeypatch) -> ScoringGate:
+    gate = ScoringGate()
+    enter_phase = training._Progress.phase
+
+    def phase(progress, phase: str, total: int) -> None:
+        enter_phase(progress, phase, total)
+        if phase == TrainingRun.Phase.SCORING:
+            gate.wait()
+
+    monkeypatch.setattr(training._Progress, "phase", phase)
+    return gate
+
+
+def follow_run_to_the_end(page, screenshot, gate: ScoringGate, name: str) -> list[dict]:
     """Wait on the run page until the run ends; returns each status the page showed."""
-    expect(page.locator("#run-status")).to_be_visible()
+    status = page.locator("#run-status")
+    expect(status).to_be_visible()
     screenshot(page, f"{name}-started")
-    expect(page.locator(FINISHED)).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    error = page.locator("#run-status .notice").all_inner_texts()
-    expect(page.locator("#run-status .badge--succeeded"), f"run ended: {error}").to_be_visible()
+    # The run waits at the start of scoring until the page has shown it running.
+    expect(status).to_contain_text("Scoring every image", timeout=RUN_TIMEOUT_MS)
+    expect(status.locator("progress")).to_be_visible()
+    screenshot(page, f"{name}-scoring")
+    gate.release()
+    run_id = int(re.search(r"/runs/(\d+)/", page.url).group(1))
+    try:
+        expect(page.locator(FINISHED)).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        expect(page.locator("#run-status .badge--succeeded")).to_be_visible()
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n{run_state(run_id)}") from failure
     screenshot(page, f"{name}-finished")
     samples = page.evaluate("window.__runStatus")
     seen = [f"{s['status']}/{s['phase'].strip()} {s['value']}/{s['max']}" for s in samples]
     print(f"\n{name}: the run page showed", " | ".join(dict.fromkeys(seen)))
     return samples
+
+
+def run_state(run_id: int) -> str:
+    """What the database says of a run, for a failure message."""
+    run = TrainingRun.objects.get(pk=run_id)
+    return (
+        f"run {run_id} in the database: status={run.status} phase={run.phase} "
+        f"progress={run.progress_done}/{run.progress_total} worker={run.worker!r} "
+        f"error={run.error_message!r}"
+    )
 
 
 def assert_progress_ran_to_the_end(samples: list[dict]) -> None:
@@ -102,7 +155,7 @@ def given_label(page, image_id: str) -> str:
 
 
 def test_upload_train_review_restore_and_retrain_in_the_browser(
-    page, live_server, celery_worker, log_in, screenshot, progress_swaps
+    page, live_server, celery_worker, log_in, screenshot, progress_swaps, scoring_gate
 ):
     started = time.monotonic()
     project = trainable_project(
@@ -156,7 +209,7 @@ def test_upload_train_review_restore_and_retrain_in_the_browser(
     screenshot(page, "training-form")
     form.get_by_role("button", name="Start training").click()
     expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
-    samples = follow_run_to_the_end(page, screenshot, "run-v1")
+    samples = follow_run_to_the_end(page, screenshot, scoring_gate, "run-v1")
     assert_progress_ran_to_the_end(samples)
     expect(page.locator("#run-status")).to_contain_text("16 images scored")
 
@@ -241,7 +294,7 @@ def test_upload_train_review_restore_and_retrain_in_the_browser(
     page.get_by_role("button", name="Retrain with these changes").click()
     expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
     expect(page.locator(".messages")).to_contain_text("queued on the reviewed data")
-    samples = follow_run_to_the_end(page, screenshot, "run-v2")
+    samples = follow_run_to_the_end(page, screenshot, scoring_gate, "run-v2")
     assert_progress_ran_to_the_end(samples)
 
     # v2 says how many decisions went into it: relabel, confirm, delete and restore
