@@ -161,6 +161,7 @@ def fill(n: int, reviewer, rng: random.Random) -> Fixture:
     from django.utils import timezone
 
     from reviewapp.models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project
+    from reviewapp.training import flag_counts
 
     rows = [generate_row(n, i, rng) for i in range(n)]
     now = timezone.now()
@@ -223,6 +224,9 @@ def fill(n: int, reviewer, rng: random.Random) -> Fixture:
             ),
             batch_size=BATCH_SIZE,
         )
+        # As training does once it has scored every image.
+        version.flag_counts = flag_counts(version.scores.all())
+        version.save(update_fields=["flag_counts"])
         decided = [(row, image) for row, image in zip(rows, images, strict=True) if row.decision]
         for row, image in decided:
             if row.decision == "relabel":

@@ -14,11 +14,14 @@ from django.utils import timezone
 __all__ = [
     "ApiToken",
     "Category",
+    "ClientToken",
     "Image",
     "ImageScore",
     "LabelEvent",
     "ModelVersion",
+    "Prediction",
     "Project",
+    "RolloutEvent",
     "TrainingRun",
     "UploadBatch",
     "split_for",
@@ -59,6 +62,38 @@ class Project(models.Model):
     )
     split_seed = models.PositiveIntegerField(
         default=42, help_text="Seed of the train/valid split; the same seed gives the same split."
+    )
+    # Serving and rollout policy.
+    review_confidence = models.FloatField(
+        default=0.6,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Live predictions less confident than this go to reviewers.",
+    )
+    approval_coverage = models.FloatField(
+        default=0.8,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of a version's flagged images that must be reviewed before approval "
+        "without an override reason.",
+    )
+    rollout_steps = models.CharField(
+        max_length=100,
+        default="5,25,50,100",
+        help_text="Traffic shares (percent) a limited version is expanded through.",
+    )
+    max_shadow_disagreement = models.FloatField(
+        default=0.2,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Guardrail: share of requests where shadow and live disagree.",
+    )
+    max_override_rate = models.FloatField(
+        default=0.2,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Guardrail: share of reviewed predictions that reviewers corrected.",
+    )
+    max_low_confidence = models.FloatField(
+        default=0.3,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Guardrail: share of predictions below the review confidence.",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -427,6 +462,21 @@ class ModelVersion(models.Model):
     pretrained_note = models.CharField(max_length=255, blank=True)
     snapshot_sha256 = models.CharField(max_length=64, blank=True)
     n_scored = models.PositiveIntegerField(default=0)
+    # Rollout: the share of prediction traffic it serves (limited: 1-99, live: 100).
+    traffic_share = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    paused_reason = models.TextField(
+        blank=True, help_text="Why a guardrail paused this limited version; empty: not paused."
+    )
+    # Out-of-domain score threshold, calibrated on the version's validation images.
+    ood_method = models.CharField(max_length=20, blank=True)
+    ood_threshold = models.FloatField(null=True, blank=True)
+    # Scores never change once written, so the review progress adds these up instead of
+    # counting the flagged scores of a large version on every decision. None: not counted.
+    flag_counts = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Flagged scores as [label id, predicted id, split, count] rows.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -505,3 +555,140 @@ class ImageScore(models.Model):
     @property
     def is_correct(self) -> bool:
         return self.label_id is not None and self.label_id == self.predicted_id
+
+
+# Approval, rollout and serving ---------------------------------------------------------
+
+
+class RolloutEvent(models.Model):
+    """One stage change of a version: the version's timeline and the project's audit."""
+
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="rollout_events"
+    )
+    from_stage = models.CharField(max_length=10, choices=ModelVersion.Stage.choices)
+    to_stage = models.CharField(max_length=10, choices=ModelVersion.Stage.choices)
+    traffic_share = models.PositiveSmallIntegerField(
+        default=0, help_text="The version's share of traffic after the change, in percent."
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the system made the change (a guardrail, a promotion).",
+    )
+    reason = models.TextField(blank=True, help_text="The note, override reason or guardrail.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.version}: {self.from_stage} -> {self.to_stage} ({self.traffic_share}%)"
+
+
+class ClientToken(models.Model):
+    """A prediction client's API token for one project; only its sha256 is stored."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="client_tokens")
+    client = models.CharField(max_length=100, help_text="Who calls predict with it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["client", "-created_at"]
+
+    def __str__(self):
+        return f"{self.project.slug}: {self.client} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @staticmethod
+    def generate_key() -> str:
+        return "lpc_" + secrets.token_urlsafe(32)
+
+
+class Prediction(models.Model):
+    """One answer of one version to one prediction request; shadow answers are kept, not sent.
+
+    The answers of every version asked for the same request share its ``request_id``.
+    """
+
+    class Review(models.TextChoices):
+        CONFIRMED = "confirmed", "Confirmed"
+        CORRECTED = "corrected", "Corrected"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    stage = models.CharField(max_length=10, choices=ModelVersion.Stage.choices)
+    request_id = models.UUIDField(db_index=True)
+    is_shadow = models.BooleanField(default=False, help_text="Stored, never returned.")
+    client = models.ForeignKey(
+        ClientToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="predictions"
+    )
+    client_key = models.CharField(max_length=200, blank=True, help_text="The routing key.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who asked from the browser.",
+    )
+    # The image as received, relative to MEDIA_ROOT (shared by a request's answers).
+    file = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    label = models.CharField(max_length=100, help_text="The predicted class name.")
+    confidence = models.FloatField()
+    probabilities = models.JSONField(help_text="In the version's vocab order.")
+    ood_score = models.FloatField(null=True, blank=True)
+    is_ood = models.BooleanField(default=False)
+    needs_review = models.BooleanField(default=False)
+    latency_ms = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The reviewer's answer.
+    review = models.CharField(max_length=10, choices=Review.choices, blank=True)
+    reviewed_label = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    added_image = models.ForeignKey(
+        Image,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The dataset image made from it.",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["project", "created_at"]),
+            models.Index(fields=["version", "created_at"]),
+            models.Index(
+                fields=["project", "created_at", "id"],
+                condition=Q(needs_review=True, reviewed_at__isnull=True),
+                name="prediction_to_review_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Prediction {self.pk} by {self.version}: {self.label}"

@@ -453,14 +453,23 @@ class ReviewProgress:
 def review_progress(*, version: ModelVersion, filters: ReviewFilters) -> ReviewProgress:
     """How many flagged images under the current class/split filter a person has decided on."""
     scope = ReviewFilters(label=filters.label, predicted=filters.predicted, split=filters.split)
-    # Two counts, each on its own partial index, rather than one aggregate over a join.
     flagged = _review_queryset(version=version, filters=scope).filter(flagged=True)
     # Driven from the (few) reviewed images on their partial index, not the flagged scores.
     reviewed_images = Image.objects.filter(
         project_id=version.project_id, reviewed_at__isnull=False
     ).values("id")
     reviewed = flagged.filter(image_id__in=reviewed_images)
-    return ReviewProgress(flagged=flagged.count(), reviewed=reviewed.count())
+    if version.flag_counts is None:  # scored before the counts were kept
+        n_flagged = flagged.count()
+    else:
+        n_flagged = sum(
+            n
+            for label, predicted, split, n in version.flag_counts
+            if scope.label in (None, label)
+            and scope.predicted in (None, predicted)
+            and scope.split in ("", split)
+        )
+    return ReviewProgress(flagged=n_flagged, reviewed=reviewed.count())
 
 
 # Activity, trash and the dataset export ----------------------------------------------

@@ -538,7 +538,21 @@ def _version_score(version: ModelVersion, run: TrainingRun, progress: _Progress)
             if progress.should_stop():
                 raise TrainingCancelled("Cancelled while scoring.")
     done += _flush(batch, progress)
-    ModelVersion.objects.filter(pk=version.pk).update(n_scored=done)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        n_scored=done, flag_counts=flag_counts(ImageScore.objects.filter(version=version))
+    )
+
+
+def flag_counts(scores) -> list[list]:
+    """A version's flagged scores as [label id, predicted id, split, count] rows, which the
+    review progress adds up under any class/split filter (scores never change)."""
+    rows = (
+        scores.filter(flagged=True)
+        .values_list("label_id", "predicted_id", "split")
+        .annotate(n=Count("id"))
+        .order_by("label_id", "predicted_id", "split")
+    )
+    return [list(row) for row in rows]
 
 
 def _flush(batch: list[ImageScore], progress: _Progress) -> int:

@@ -102,6 +102,7 @@ def scored_version(project: Project, scores, number: int | None = None):
     import math
 
     from reviewapp.models import ImageScore, ModelVersion
+    from reviewapp.training import flag_counts
 
     categories = list(project.categories.order_by("name"))
     number = number or (project.model_versions.count() + 1)
@@ -131,4 +132,6 @@ def scored_version(project: Project, scores, number: int | None = None):
             in_training=image.split == Image.Split.TRAIN,
             flagged=predicted != image.label or loss > math.log(2),
         )
+    version.flag_counts = flag_counts(version.scores.all())
+    version.save(update_fields=["flag_counts"])
     return version

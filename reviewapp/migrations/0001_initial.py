@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,145 +16,416 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Category',
+            name="Category",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('hotkey', models.CharField(blank=True, max_length=1, validators=[django.core.validators.RegexValidator('^[1-9]$', 'A hotkey is one digit from 1 to 9.')])),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("position", models.PositiveIntegerField(default=0)),
+                (
+                    "hotkey",
+                    models.CharField(
+                        blank=True,
+                        max_length=1,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[1-9]$", "A hotkey is one digit from 1 to 9."
+                            )
+                        ],
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'categories',
-                'ordering': ['position', 'name'],
+                "verbose_name_plural": "categories",
+                "ordering": ["position", "name"],
             },
         ),
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('key_hash', models.CharField(max_length=64, unique=True)),
-                ('prefix', models.CharField(help_text="The token's first characters, to tell it apart.", max_length=8)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("key_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "prefix",
+                    models.CharField(
+                        help_text="The token's first characters, to tell it apart.", max_length=8
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=80, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('image_size', models.PositiveIntegerField(default=224, validators=[django.core.validators.MinValueValidator(16), django.core.validators.MaxValueValidator(1024)])),
-                ('resize_method', models.CharField(choices=[('crop', 'Crop (centre crop to a square)'), ('pad', 'Pad (zero padding, keeps everything)'), ('squish', 'Squish (stretch to a square)'), ('random_resized_crop', 'Random resized crop')], default='random_resized_crop', max_length=32)),
-                ('augment', models.BooleanField(default=True, help_text="Apply fastai's aug_transforms to training batches.")),
-                ('valid_pct', models.FloatField(default=0.2, help_text='Share of images held out for validation.', validators=[django.core.validators.MinValueValidator(0.05), django.core.validators.MaxValueValidator(0.5)])),
-                ('split_seed', models.PositiveIntegerField(default=42, help_text='Seed of the train/valid split; the same seed gives the same split.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=80, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "image_size",
+                    models.PositiveIntegerField(
+                        default=224,
+                        validators=[
+                            django.core.validators.MinValueValidator(16),
+                            django.core.validators.MaxValueValidator(1024),
+                        ],
+                    ),
+                ),
+                (
+                    "resize_method",
+                    models.CharField(
+                        choices=[
+                            ("crop", "Crop (centre crop to a square)"),
+                            ("pad", "Pad (zero padding, keeps everything)"),
+                            ("squish", "Squish (stretch to a square)"),
+                            ("random_resized_crop", "Random resized crop"),
+                        ],
+                        default="random_resized_crop",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "augment",
+                    models.BooleanField(
+                        default=True, help_text="Apply fastai's aug_transforms to training batches."
+                    ),
+                ),
+                (
+                    "valid_pct",
+                    models.FloatField(
+                        default=0.2,
+                        help_text="Share of images held out for validation.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.05),
+                            django.core.validators.MaxValueValidator(0.5),
+                        ],
+                    ),
+                ),
+                (
+                    "split_seed",
+                    models.PositiveIntegerField(
+                        default=42,
+                        help_text="Seed of the train/valid split; the same seed gives the same split.",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'permissions': [('approve_model', 'Can approve and roll out model versions')],
+                "ordering": ["name"],
+                "permissions": [("approve_model", "Can approve and roll out model versions")],
             },
         ),
         migrations.CreateModel(
-            name='Image',
+            name="Image",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.FileField(max_length=255, upload_to=reviewapp.models.image_upload_to)),
-                ('thumbnail', models.FileField(max_length=255, upload_to=reviewapp.models.thumbnail_upload_to)),
-                ('sha256', models.CharField(max_length=64)),
-                ('original_name', models.CharField(blank=True, max_length=255)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('format', models.CharField(help_text='The real format Pillow decoded.', max_length=16)),
-                ('split', models.CharField(choices=[('train', 'Train'), ('valid', 'Valid')], max_length=5)),
-                ('status', models.CharField(choices=[('active', 'Active'), ('deleted', 'Deleted')], default='active', max_length=7)),
-                ('source', models.CharField(choices=[('upload', 'Upload'), ('import', 'Import'), ('production', 'Production')], default='upload', max_length=10)),
-                ('revision', models.PositiveIntegerField(default=1, help_text='Raised on every change; a stale revision is refused.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('label', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='images', to='reviewapp.category')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='images', to='reviewapp.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "file",
+                    models.FileField(max_length=255, upload_to=reviewapp.models.image_upload_to),
+                ),
+                (
+                    "thumbnail",
+                    models.FileField(
+                        max_length=255, upload_to=reviewapp.models.thumbnail_upload_to
+                    ),
+                ),
+                ("sha256", models.CharField(max_length=64)),
+                ("original_name", models.CharField(blank=True, max_length=255)),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                (
+                    "format",
+                    models.CharField(help_text="The real format Pillow decoded.", max_length=16),
+                ),
+                (
+                    "split",
+                    models.CharField(
+                        choices=[("train", "Train"), ("valid", "Valid")], max_length=5
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("deleted", "Deleted")],
+                        default="active",
+                        max_length=7,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("upload", "Upload"),
+                            ("import", "Import"),
+                            ("production", "Production"),
+                        ],
+                        default="upload",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "revision",
+                    models.PositiveIntegerField(
+                        default=1, help_text="Raised on every change; a stale revision is refused."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "label",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="images",
+                        to="reviewapp.category",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="images",
+                        to="reviewapp.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.AddField(
-            model_name='category',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='categories', to='reviewapp.project'),
+            model_name="category",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="categories",
+                to="reviewapp.project",
+            ),
         ),
         migrations.CreateModel(
-            name='UploadBatch',
+            name="UploadBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('labels_from_folders', models.BooleanField(default=False)),
-                ('staging_dir', models.CharField(max_length=255)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('progress_done', models.PositiveIntegerField(default=0)),
-                ('progress_total', models.PositiveIntegerField(default=0)),
-                ('results', models.JSONField(blank=True, default=list)),
-                ('error_message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('label', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reviewapp.category')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='upload_batches', to='reviewapp.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("labels_from_folders", models.BooleanField(default=False)),
+                ("staging_dir", models.CharField(max_length=255)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("progress_done", models.PositiveIntegerField(default=0)),
+                ("progress_total", models.PositiveIntegerField(default=0)),
+                ("results", models.JSONField(blank=True, default=list)),
+                ("error_message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "label",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="reviewapp.category",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="upload_batches",
+                        to="reviewapp.project",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'upload batches',
-                'ordering': ['-id'],
+                "verbose_name_plural": "upload batches",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='LabelEvent',
+            name="LabelEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('import', 'Import'), ('label', 'Label'), ('relabel', 'Relabel'), ('confirm', 'Confirm'), ('delete', 'Delete'), ('restore', 'Restore')], max_length=10)),
-                ('note', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='label_events', to=settings.AUTH_USER_MODEL)),
-                ('from_category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reviewapp.category')),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='reviewapp.image')),
-                ('to_category', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reviewapp.category')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='label_events', to='reviewapp.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("import", "Import"),
+                            ("label", "Label"),
+                            ("relabel", "Relabel"),
+                            ("confirm", "Confirm"),
+                            ("delete", "Delete"),
+                            ("restore", "Restore"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="label_events",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "from_category",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="reviewapp.category",
+                    ),
+                ),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="reviewapp.image",
+                    ),
+                ),
+                (
+                    "to_category",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="reviewapp.category",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="label_events",
+                        to="reviewapp.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['image', '-id'], name='reviewapp_l_image_i_705fb0_idx'), models.Index(fields=['project', '-id'], name='reviewapp_l_project_3a1cd5_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["image", "-id"], name="reviewapp_l_image_i_705fb0_idx"),
+                    models.Index(fields=["project", "-id"], name="reviewapp_l_project_3a1cd5_idx"),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='image',
-            index=models.Index(fields=['project', 'status', 'label', 'split', 'id'], name='reviewapp_i_project_0e060d_idx'),
+            model_name="image",
+            index=models.Index(
+                fields=["project", "status", "label", "split", "id"],
+                name="reviewapp_i_project_0e060d_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='image',
-            index=models.Index(fields=['project', 'status', 'split', 'id'], name='reviewapp_i_project_93f84a_idx'),
+            model_name="image",
+            index=models.Index(
+                fields=["project", "status", "split", "id"], name="reviewapp_i_project_93f84a_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='image',
-            index=models.Index(fields=['project', 'status', 'id'], name='reviewapp_i_project_d2f372_idx'),
+            model_name="image",
+            index=models.Index(
+                fields=["project", "status", "id"], name="reviewapp_i_project_d2f372_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='image',
-            constraint=models.UniqueConstraint(fields=('project', 'sha256'), name='image_unique_sha256'),
+            model_name="image",
+            constraint=models.UniqueConstraint(
+                fields=("project", "sha256"), name="image_unique_sha256"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='category',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='category_unique_name'),
+            model_name="category",
+            constraint=models.UniqueConstraint(
+                fields=("project", "name"), name="category_unique_name"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='category',
-            constraint=models.UniqueConstraint(condition=models.Q(('hotkey', ''), _negated=True), fields=('project', 'hotkey'), name='category_unique_hotkey'),
+            model_name="category",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("hotkey", ""), _negated=True),
+                fields=("project", "hotkey"),
+                name="category_unique_hotkey",
+            ),
         ),
     ]

@@ -6,93 +6,251 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviewapp', '0002_groups'),
+        ("reviewapp", "0002_groups"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TrainingRun',
+            name="TrainingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='pending', max_length=10)),
-                ('phase', models.CharField(choices=[('queued', 'Waiting for a training worker'), ('preparing', 'Checking images and building the DataBlock'), ('training', 'Training'), ('scoring', 'Scoring every image'), ('done', 'Done')], default='queued', max_length=10)),
-                ('config', models.JSONField(help_text='The TrainConfig this run trains with.')),
-                ('snapshot', models.JSONField(blank=True, default=list)),
-                ('snapshot_sha256', models.CharField(blank=True, max_length=64)),
-                ('n_images', models.PositiveIntegerField(default=0)),
-                ('progress_done', models.PositiveIntegerField(default=0)),
-                ('progress_total', models.PositiveIntegerField(default=0)),
-                ('epochs', models.JSONField(blank=True, default=list, help_text='Per-epoch metrics.')),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('error_message', models.TextField(blank=True)),
-                ('worker', models.CharField(blank=True, help_text='The worker running it.', max_length=255)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('phase_started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='training_runs', to='reviewapp.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "phase",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Waiting for a training worker"),
+                            ("preparing", "Checking images and building the DataBlock"),
+                            ("training", "Training"),
+                            ("scoring", "Scoring every image"),
+                            ("done", "Done"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("config", models.JSONField(help_text="The TrainConfig this run trains with.")),
+                ("snapshot", models.JSONField(blank=True, default=list)),
+                ("snapshot_sha256", models.CharField(blank=True, max_length=64)),
+                ("n_images", models.PositiveIntegerField(default=0)),
+                ("progress_done", models.PositiveIntegerField(default=0)),
+                ("progress_total", models.PositiveIntegerField(default=0)),
+                (
+                    "epochs",
+                    models.JSONField(blank=True, default=list, help_text="Per-epoch metrics."),
+                ),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("error_message", models.TextField(blank=True)),
+                (
+                    "worker",
+                    models.CharField(
+                        blank=True, help_text="The worker running it.", max_length=255
+                    ),
+                ),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("phase_started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="training_runs",
+                        to="reviewapp.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('stage', models.CharField(choices=[('candidate', 'Candidate'), ('approved', 'Approved'), ('rejected', 'Rejected'), ('shadow', 'Shadow'), ('limited', 'Limited'), ('live', 'Live'), ('retired', 'Retired')], default='candidate', max_length=10)),
-                ('export_file', models.CharField(max_length=255)),
-                ('export_sha256', models.CharField(max_length=64)),
-                ('weights_file', models.CharField(max_length=255)),
-                ('weights_sha256', models.CharField(max_length=64)),
-                ('config', models.JSONField()),
-                ('vocab', models.JSONField(help_text="Class names in the model's output order.")),
-                ('metrics', models.JSONField(default=dict)),
-                ('confusion_matrix', models.JSONField(default=list, help_text='Rows: actual, columns: predicted, in vocab order.')),
-                ('pretrained', models.BooleanField(default=False)),
-                ('pretrained_note', models.CharField(blank=True, max_length=255)),
-                ('snapshot_sha256', models.CharField(blank=True, max_length=64)),
-                ('n_scored', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='reviewapp.project')),
-                ('run', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='version', to='reviewapp.trainingrun')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "stage",
+                    models.CharField(
+                        choices=[
+                            ("candidate", "Candidate"),
+                            ("approved", "Approved"),
+                            ("rejected", "Rejected"),
+                            ("shadow", "Shadow"),
+                            ("limited", "Limited"),
+                            ("live", "Live"),
+                            ("retired", "Retired"),
+                        ],
+                        default="candidate",
+                        max_length=10,
+                    ),
+                ),
+                ("export_file", models.CharField(max_length=255)),
+                ("export_sha256", models.CharField(max_length=64)),
+                ("weights_file", models.CharField(max_length=255)),
+                ("weights_sha256", models.CharField(max_length=64)),
+                ("config", models.JSONField()),
+                ("vocab", models.JSONField(help_text="Class names in the model's output order.")),
+                ("metrics", models.JSONField(default=dict)),
+                (
+                    "confusion_matrix",
+                    models.JSONField(
+                        default=list, help_text="Rows: actual, columns: predicted, in vocab order."
+                    ),
+                ),
+                ("pretrained", models.BooleanField(default=False)),
+                ("pretrained_note", models.CharField(blank=True, max_length=255)),
+                ("snapshot_sha256", models.CharField(blank=True, max_length=64)),
+                ("n_scored", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_versions",
+                        to="reviewapp.project",
+                    ),
+                ),
+                (
+                    "run",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="version",
+                        to="reviewapp.trainingrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-number'],
+                "ordering": ["-number"],
             },
         ),
         migrations.CreateModel(
-            name='ImageScore',
+            name="ImageScore",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('confidence', models.FloatField()),
-                ('loss', models.FloatField(blank=True, null=True)),
-                ('probabilities', models.JSONField(help_text="In the version's vocab order.")),
-                ('split', models.CharField(choices=[('train', 'Train'), ('valid', 'Valid')], max_length=5)),
-                ('in_training', models.BooleanField(help_text='The model was fit on this image, so its loss is in-sample.')),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='reviewapp.image')),
-                ('label', models.ForeignKey(blank=True, help_text="The image's label when it was scored.", null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reviewapp.category')),
-                ('predicted', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reviewapp.category')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='reviewapp.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("confidence", models.FloatField()),
+                ("loss", models.FloatField(blank=True, null=True)),
+                ("probabilities", models.JSONField(help_text="In the version's vocab order.")),
+                (
+                    "split",
+                    models.CharField(
+                        choices=[("train", "Train"), ("valid", "Valid")], max_length=5
+                    ),
+                ),
+                (
+                    "in_training",
+                    models.BooleanField(
+                        help_text="The model was fit on this image, so its loss is in-sample."
+                    ),
+                ),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scores",
+                        to="reviewapp.image",
+                    ),
+                ),
+                (
+                    "label",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The image's label when it was scored.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="reviewapp.category",
+                    ),
+                ),
+                (
+                    "predicted",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="reviewapp.category",
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scores",
+                        to="reviewapp.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-loss'],
-                'indexes': [models.Index(fields=['version', '-loss', 'id'], name='reviewapp_i_version_c666db_idx'), models.Index(fields=['version', 'label', 'split', '-loss'], name='reviewapp_i_version_bdcd72_idx'), models.Index(fields=['version', 'split', '-loss'], name='reviewapp_i_version_b38bc8_idx')],
-                'constraints': [models.UniqueConstraint(fields=('version', 'image'), name='score_unique_image')],
+                "ordering": ["-loss"],
+                "indexes": [
+                    models.Index(
+                        fields=["version", "-loss", "id"], name="reviewapp_i_version_c666db_idx"
+                    ),
+                    models.Index(
+                        fields=["version", "label", "split", "-loss"],
+                        name="reviewapp_i_version_bdcd72_idx",
+                    ),
+                    models.Index(
+                        fields=["version", "split", "-loss"], name="reviewapp_i_version_b38bc8_idx"
+                    ),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("version", "image"), name="score_unique_image")
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='trainingrun',
-            index=models.Index(fields=['project', 'status'], name='reviewapp_t_project_033dff_idx'),
+            model_name="trainingrun",
+            index=models.Index(fields=["project", "status"], name="reviewapp_t_project_033dff_idx"),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'number'), name='version_unique_number'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                fields=("project", "number"), name="version_unique_number"
+            ),
         ),
     ]

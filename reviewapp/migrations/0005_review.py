@@ -6,49 +6,91 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviewapp', '0004_training_permissions'),
+        ("reviewapp", "0004_training_permissions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='image',
-            name='reviewed_at',
-            field=models.DateTimeField(blank=True, help_text='When a person last decided on it (undo clears it).', null=True),
+            model_name="image",
+            name="reviewed_at",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="When a person last decided on it (undo clears it).",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='imagescore',
-            name='flagged',
-            field=models.BooleanField(default=False, help_text='Predicted another class, or gave the label less than even odds.'),
+            model_name="imagescore",
+            name="flagged",
+            field=models.BooleanField(
+                default=False,
+                help_text="Predicted another class, or gave the label less than even odds.",
+            ),
         ),
         migrations.AddField(
-            model_name='labelevent',
-            name='undo_of',
-            field=models.OneToOneField(blank=True, help_text='The decision this undo reverted; each decision is undone at most once.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='undone_by', to='reviewapp.labelevent'),
+            model_name="labelevent",
+            name="undo_of",
+            field=models.OneToOneField(
+                blank=True,
+                help_text="The decision this undo reverted; each decision is undone at most once.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="undone_by",
+                to="reviewapp.labelevent",
+            ),
         ),
         migrations.AddField(
-            model_name='labelevent',
-            name='version',
-            field=models.ForeignKey(blank=True, help_text='The model version whose review queue the decision was made in.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='decisions', to='reviewapp.modelversion'),
+            model_name="labelevent",
+            name="version",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The model version whose review queue the decision was made in.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="decisions",
+                to="reviewapp.modelversion",
+            ),
         ),
         migrations.AlterField(
-            model_name='image',
-            name='label',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.RESTRICT, related_name='images', to='reviewapp.category'),
+            model_name="image",
+            name="label",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.RESTRICT,
+                related_name="images",
+                to="reviewapp.category",
+            ),
         ),
         migrations.AlterField(
-            model_name='labelevent',
-            name='action',
-            field=models.CharField(choices=[('import', 'Import'), ('label', 'Label'), ('relabel', 'Relabel'), ('confirm', 'Confirm'), ('delete', 'Delete'), ('restore', 'Restore'), ('undo', 'Undo')], max_length=10),
+            model_name="labelevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("import", "Import"),
+                    ("label", "Label"),
+                    ("relabel", "Relabel"),
+                    ("confirm", "Confirm"),
+                    ("delete", "Delete"),
+                    ("restore", "Restore"),
+                    ("undo", "Undo"),
+                ],
+                max_length=10,
+            ),
         ),
         migrations.AddIndex(
-            model_name='imagescore',
-            index=models.Index(fields=['version', 'flagged', 'label', 'split'], name='reviewapp_i_version_de33a1_idx'),
+            model_name="imagescore",
+            index=models.Index(
+                fields=["version", "flagged", "label", "split"],
+                name="reviewapp_i_version_de33a1_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='labelevent',
-            index=models.Index(fields=['project', 'actor', '-id'], name='reviewapp_l_project_85d287_idx'),
+            model_name="labelevent",
+            index=models.Index(
+                fields=["project", "actor", "-id"], name="reviewapp_l_project_85d287_idx"
+            ),
         ),
     ]

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviewapp', '0005_review'),
+        ("reviewapp", "0005_review"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='trainingrun',
-            name='review_decisions',
-            field=models.PositiveIntegerField(default=0, help_text='Review decisions standing since the previous successful run began.'),
+            model_name="trainingrun",
+            name="review_decisions",
+            field=models.PositiveIntegerField(
+                default=0,
+                help_text="Review decisions standing since the previous successful run began.",
+            ),
         ),
     ]

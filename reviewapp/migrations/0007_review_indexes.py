@@ -4,38 +4,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviewapp', '0006_run_review_decisions'),
+        ("reviewapp", "0006_run_review_decisions"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='imagescore',
-            name='reviewapp_i_version_bdcd72_idx',
+            model_name="imagescore",
+            name="reviewapp_i_version_bdcd72_idx",
         ),
         migrations.RemoveIndex(
-            model_name='imagescore',
-            name='reviewapp_i_version_b38bc8_idx',
+            model_name="imagescore",
+            name="reviewapp_i_version_b38bc8_idx",
         ),
         migrations.RemoveIndex(
-            model_name='imagescore',
-            name='reviewapp_i_version_de33a1_idx',
+            model_name="imagescore",
+            name="reviewapp_i_version_de33a1_idx",
         ),
         migrations.AddIndex(
-            model_name='image',
-            index=models.Index(condition=models.Q(('reviewed_at__isnull', False)), fields=['project'], name='image_reviewed_idx'),
+            model_name="image",
+            index=models.Index(
+                condition=models.Q(("reviewed_at__isnull", False)),
+                fields=["project"],
+                name="image_reviewed_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='imagescore',
-            index=models.Index(fields=['version', 'label', 'split', '-loss', 'id'], name='reviewapp_i_version_d3f679_idx'),
+            model_name="imagescore",
+            index=models.Index(
+                fields=["version", "label", "split", "-loss", "id"],
+                name="reviewapp_i_version_d3f679_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='imagescore',
-            index=models.Index(fields=['version', 'split', '-loss', 'id'], name='reviewapp_i_version_5c6c8b_idx'),
+            model_name="imagescore",
+            index=models.Index(
+                fields=["version", "split", "-loss", "id"], name="reviewapp_i_version_5c6c8b_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='imagescore',
-            index=models.Index(condition=models.Q(('flagged', True)), fields=['version', 'label', 'split', 'image'], name='score_flagged_idx'),
+            model_name="imagescore",
+            index=models.Index(
+                condition=models.Q(("flagged", True)),
+                fields=["version", "label", "split", "image"],
+                name="score_flagged_idx",
+            ),
         ),
     ]

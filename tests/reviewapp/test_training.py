@@ -1,5 +1,6 @@
 """Training runs: queueing, the task path, versions, scores, cancel, failure and dead workers."""
 
+import collections
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -104,6 +105,10 @@ def test_a_run_trains_a_version_and_scores_every_labeled_image(project):
         assert score.predicted.name in version.vocab
         assert sum(score.probabilities) == pytest.approx(1, abs=1e-5)
         assert score.loss is not None and score.loss >= 0
+    flagged = collections.Counter(
+        (s.label_id, s.predicted_id, s.split) for s in scores if s.flagged
+    )
+    assert {(a, b, c): n for a, b, c, n in version.flag_counts} == flagged
 
 
 def test_versions_are_numbered_per_project(project):

@@ -338,3 +338,37 @@ def test_an_undo_without_a_revision_says_so(rita, queue):
     assert response.status_code == 400
     assert "did not say which revision" in html(response)
     assert image.events.latest("id").action == LabelEvent.Action.CONFIRM
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        {},
+        {"split": "valid"},
+        {"split": "train"},
+        {"label": "grizzly"},
+        {"label": "black", "split": "valid"},
+        {"predicted": "grizzly"},
+        {"label": "grizzly", "predicted": "black", "split": "valid"},
+    ],
+)
+def test_progress_adds_up_the_kept_flag_counts_as_a_count_would(queue, scope):
+    """The counts kept when a version is scored give what counting its scores gives."""
+    from reviewapp.selectors import ReviewFilters, review_progress
+
+    project, version, grizzly, black, images = queue
+    by_name = {"grizzly": grizzly.pk, "black": black.pk}
+    filters = ReviewFilters(
+        label=by_name.get(scope.get("label")),
+        predicted=by_name.get(scope.get("predicted")),
+        split=scope.get("split", ""),
+    )
+    LabelEvent.objects.all().delete()
+    Image.objects.filter(pk=images[0].pk).update(reviewed_at="2026-01-01T00:00Z")
+    kept = review_progress(version=version, filters=filters)
+    version.flag_counts = None  # as a version scored before the counts were kept
+    counted = review_progress(version=version, filters=filters)
+
+    assert kept == counted
+    if not scope:
+        assert (kept.flagged, kept.reviewed) == (2, 1)  # the two predicted wrong
