@@ -265,3 +265,94 @@ class ImageScoreAdmin(ReadOnlyAdmin):
     list_select_related = ("version__project", "image__project", "label", "predicted")
     raw_id_fields = ("version", "image", "label", "predicted")
     show_full_result_count = False
+
+
+# Approval and rollout (issue 5 A): the audit of stage changes, never edited by hand.
+from .models import RolloutEvent  # noqa: E402
+
+
+@admin.register(RolloutEvent)
+class RolloutEventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "version",
+        "from_stage",
+        "to_stage",
+        "traffic_share",
+        "actor",
+        "created_at",
+    )
+    list_filter = ("to_stage", "version__project")
+    search_fields = ("version__project__slug", "reason")
+    list_select_related = ("version__project", "actor")
+    raw_id_fields = ("version", "actor")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the rollout's audit trail
+
+
+# Serving (issue 5 B): client tokens and stored predictions, read-only for staff.
+from .models import ClientToken, Prediction  # noqa: E402
+
+
+@admin.register(ClientToken)
+class ClientTokenAdmin(ReadOnlyAdmin):
+    list_display = ("client", "project", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("project",)
+    search_fields = ("client", "=prefix", "project__slug")
+    list_select_related = ("project",)
+    # The hash is never shown; tokens are made on the project's Clients page, key shown once.
+    exclude = ("key_hash",)
+
+
+@admin.register(Prediction)
+class PredictionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "project",
+        "version",
+        "stage",
+        "is_shadow",
+        "label",
+        "confidence",
+        "needs_review",
+        "review",
+        "created_at",
+    )
+    list_filter = ("is_shadow", "needs_review", "review", "stage", "project")
+    search_fields = ("=request_id", "=sha256", "label")
+    list_select_related = ("project", "version__project")
+    raw_id_fields = ("version", "client", "user", "reviewed_label", "reviewed_by", "added_image")
+    show_full_result_count = False
+
+
+# Label audits (issue 6): written by the audit jobs only.
+from .models import AuditScore, LabelAudit  # noqa: E402
+
+
+@admin.register(LabelAudit)
+class LabelAuditAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "project",
+        "version",
+        "mode",
+        "k",
+        "status",
+        "n_images",
+        "estimated_issues",
+        "created_at",
+    )
+    list_filter = ("status", "mode", "project")
+    list_select_related = ("project", "version__project")
+    exclude = ("snapshot",)  # the frozen data list can be long
+
+
+@admin.register(AuditScore)
+class AuditScoreAdmin(ReadOnlyAdmin):
+    list_display = ("id", "audit", "image", "label", "predicted", "self_confidence", "is_issue")
+    list_filter = ("is_issue", "leaks")
+    search_fields = ("=image__id",)
+    list_select_related = ("audit__project", "image__project", "label", "predicted")
+    raw_id_fields = ("audit", "image", "label", "predicted")
+    show_full_result_count = False

@@ -286,3 +286,65 @@ class TrainingRunForm(forms.Form):
     @classmethod
     def for_config(cls, config, data=None) -> "TrainingRunForm":
         return cls(data, initial={name: getattr(config, name) for name in cls.base_fields})
+
+
+# Rollout policy (issue 5 A: approval, staged rollout and guardrails) ----------------------
+
+
+class RolloutPolicyForm(forms.Form):
+    """A project's approval threshold, rollout steps and guardrail thresholds."""
+
+    approval_coverage = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="Review coverage needed for approval",
+        help_text="Share (0–1) of a version's flagged images reviewed before it can be approved "
+        "without an override reason.",
+        widget=forms.NumberInput(attrs={"step": "0.05"}),
+    )
+    rollout_steps = forms.CharField(
+        max_length=100,
+        label="Rollout steps (%)",
+        help_text="Traffic shares a limited version is expanded through, ending at 100 (live).",
+    )
+    max_shadow_disagreement = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="Max disagreement with live",
+        help_text="Share (0–1) of requests where the new version and live answer differently.",
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+    )
+    max_override_rate = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="Max reviewer override rate",
+        help_text="Share (0–1) of reviewed predictions that reviewers corrected.",
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+    )
+    max_low_confidence = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="Max low-confidence rate",
+        help_text="Share (0–1) of predictions below the review confidence.",
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+    )
+    review_confidence = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="Review confidence",
+        help_text="Predictions less confident than this (0–1) go to reviewers.",
+        widget=forms.NumberInput(attrs={"step": "0.05"}),
+    )
+
+    @classmethod
+    def for_project(cls, project: Project, data=None) -> "RolloutPolicyForm":
+        return cls(data, initial={name: getattr(project, name) for name in cls.base_fields})
+
+    def clean_rollout_steps(self) -> str:
+        from .rollout import RolloutError, parse_rollout_steps
+
+        try:
+            steps = parse_rollout_steps(self.cleaned_data["rollout_steps"])
+        except RolloutError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return ",".join(map(str, steps))

@@ -482,7 +482,13 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["-number"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "number"], name="version_unique_number")
+            models.UniqueConstraint(fields=["project", "number"], name="version_unique_number"),
+            # Rollout (issue 5 A): at most one live and one limited version per project.
+            models.UniqueConstraint(
+                fields=["project", "stage"],
+                condition=Q(stage__in=["live", "limited"]),
+                name="version_one_live_one_limited",
+            ),
         ]
 
     def __str__(self):
@@ -692,3 +698,142 @@ class Prediction(models.Model):
 
     def __str__(self):
         return f"Prediction {self.pk} by {self.version}: {self.label}"
+
+
+# Label audits: out-of-fold scoring, label issues, near-duplicates, outliers (issue 6) ---
+
+__all__ += ["AuditScore", "LabelAudit"]
+
+
+class LabelAudit(models.Model):
+    """Out-of-fold scoring of a project's labeled images: k fold jobs, then the rankings."""
+
+    class Mode(models.TextChoices):
+        FULL = "full", "Full: one model trained per fold"
+        FAST = "fast", "Fast: a linear head per fold on the model's embeddings"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class Phase(models.TextChoices):
+        QUEUED = "queued", "Waiting for a training worker"
+        PREPARING = "preparing", "Assigning folds and embedding the images"
+        FOLDS = "folds", "Scoring the folds"
+        FINISHING = "finishing", "Ranking labels, finding near-duplicates and outliers"
+        DONE = "done", "Done"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_audits")
+    version = models.ForeignKey(
+        ModelVersion,
+        on_delete=models.CASCADE,
+        related_name="label_audits",
+        help_text="The model whose body embeds the images (fast mode, duplicates, outliers).",
+    )
+    mode = models.CharField(max_length=4, choices=Mode.choices, default=Mode.FAST)
+    k = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(2), MaxValueValidator(20)]
+    )
+    seed = models.PositiveIntegerField(default=42)
+    config = models.JSONField(default=dict, blank=True, help_text="Full mode's TrainConfig.")
+    vocab = models.JSONField(default=list, blank=True, help_text="Class names, column order.")
+    # Frozen when it starts: [[image id, label name, split, fold], ...].
+    snapshot = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.QUEUED)
+    folds_finished = models.JSONField(default=list, blank=True, help_text="Fold numbers done.")
+    n_images = models.PositiveIntegerField(default=0)
+    estimated_issues = models.PositiveIntegerField(null=True, blank=True)
+    n_issues = models.PositiveIntegerField(null=True, blank=True)
+    n_duplicate_groups = models.PositiveIntegerField(null=True, blank=True)
+    n_leaks = models.PositiveIntegerField(null=True, blank=True)
+    thresholds = models.JSONField(default=list, blank=True, help_text="Per-class thresholds.")
+    error_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["project", "-id"])]
+
+    def __str__(self):
+        return f"Label audit {self.pk} of {self.project.slug}"
+
+    def get_absolute_url(self):
+        return reverse("label-audit", kwargs={"pk": self.pk})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def folds_done(self) -> int:
+        return len(self.folds_finished)
+
+    @property
+    def progress_percent(self) -> int:
+        return min(100, round(100 * self.folds_done / self.k)) if self.k else 0
+
+
+class AuditScore(models.Model):
+    """One image scored out-of-fold by a label audit, with its rankings and neighbours."""
+
+    audit = models.ForeignKey(LabelAudit, on_delete=models.CASCADE, related_name="scores")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="audit_scores")
+    label = models.ForeignKey(
+        Category,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The image's label when it was audited.",
+    )
+    predicted = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    probabilities = models.JSONField(help_text="Out-of-fold, in the audit's vocab order.")
+    fold = models.PositiveSmallIntegerField()
+    split = models.CharField(max_length=5, choices=Image.Split.choices)
+    loss = models.FloatField()
+    self_confidence = models.FloatField()
+    margin = models.FloatField(null=True, blank=True, help_text="Normalized margin.")
+    is_issue = models.BooleanField(default=False, help_text="Confident learning calls it wrong.")
+    outlier_score = models.FloatField(null=True, blank=True)
+    duplicate_group = models.IntegerField(null=True, blank=True)
+    leaks = models.BooleanField(
+        default=False, help_text="A near-duplicate of it is in the other split."
+    )
+
+    class Meta:
+        ordering = ["-loss"]
+        constraints = [
+            models.UniqueConstraint(fields=["audit", "image"], name="auditscore_unique_image")
+        ]
+        indexes = [
+            models.Index(fields=["audit", "-loss", "id"]),
+            models.Index(fields=["audit", "self_confidence", "id"]),
+            models.Index(fields=["audit", "margin", "id"]),
+            models.Index(fields=["audit", "-is_issue", "margin", "id"]),
+            models.Index(fields=["audit", "-outlier_score", "id"]),
+            models.Index(fields=["audit", "-leaks", "duplicate_group", "id"]),
+        ]
+
+    def __str__(self):
+        return f"{self.audit} on image {self.image_id}"
+
+    @property
+    def confidence(self) -> float:
+        """The predicted class's probability, as the review card shows it."""
+        return max(self.probabilities) if self.probabilities else 0.0
+
+    @property
+    def in_training(self) -> bool:
+        return False  # out-of-fold: the model that scored it never saw it

@@ -252,7 +252,7 @@ class VersionComparison:
     n_broken: int
 
 
-def _class_errors(version: ModelVersion) -> dict[str, tuple[float | None, int]]:
+def version_class_errors(version: ModelVersion) -> dict[str, tuple[float | None, int]]:
     """Per class: (error rate on the validation split, support), from the confusion matrix."""
     out = {}
     for i, name in enumerate(version.vocab):
@@ -270,7 +270,7 @@ def model_version_compare(
         (name, a.metrics.get(name), b.metrics.get(name))
         for name in ("accuracy", "error_rate", "n_train", "n_valid", "duration_s")
     ]
-    a_errors, b_errors = _class_errors(a), _class_errors(b)
+    a_errors, b_errors = version_class_errors(a), version_class_errors(b)
     names = list(dict.fromkeys([*a.vocab, *b.vocab]))
     classes = [
         ClassDelta(

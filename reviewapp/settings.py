@@ -186,7 +186,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Training has its own queue, consumed by a worker with concurrency 1 and prefetch 1.
-CELERY_TASK_ROUTES = {"reviewapp.tasks.training_run_process": {"queue": "training"}}
+# Training and label audits (their prepare, fold and finishing jobs) go to the training queue.
+CELERY_TASK_ROUTES = {
+    f"reviewapp.tasks.{name}": {"queue": "training"}
+    for name in (
+        "training_run_process",
+        "label_audit_start",
+        "label_audit_fold",
+        "label_audit_complete",
+    )
+}
 
 # Training runs: a soft limit stops a run with a message; the hard one kills the process.
 LOUPE_TRAINING_SOFT_TIME_LIMIT = int(os.environ.get("LOUPE_TRAINING_SOFT_TIME_LIMIT", 4 * 3600))
@@ -194,6 +203,8 @@ LOUPE_TRAINING_HARD_TIME_LIMIT = LOUPE_TRAINING_SOFT_TIME_LIMIT + 300
 # A running run beats every few seconds; one silent for longer than the timeout is dead.
 LOUPE_TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("LOUPE_TRAINING_HEARTBEAT_SECONDS", 10))
 LOUPE_TRAINING_HEARTBEAT_TIMEOUT = int(os.environ.get("LOUPE_TRAINING_HEARTBEAT_TIMEOUT", 120))
+# Shadow versions answer when the web process is idle (off: within the request).
+LOUPE_SHADOW_ASYNC = _env_bool("LOUPE_SHADOW_ASYNC", True)
 
 # Ingest limits: every uploaded or imported file is checked against these.
 LOUPE_MAX_IMAGE_PIXELS = int(os.environ.get("LOUPE_MAX_IMAGE_PIXELS", 40_000_000))

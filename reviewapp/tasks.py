@@ -48,3 +48,48 @@ def training_run_process(self, run_id: int) -> str:
 def _reap_runs_of_restarted_worker(sender, **kwargs) -> None:
     """Runs this worker was running before it restarted cannot still be running."""
     training.training_runs_reap_worker(worker=sender.hostname)
+
+
+# Label audits: one job prepares, then k fold jobs (a group, so several workers can take
+# them), and the job that completes the last fold queues the finishing job. All three are
+# routed to the training queue (CELERY_TASK_ROUTES).
+_AUDIT_LIMITS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.LOUPE_TRAINING_SOFT_TIME_LIMIT,
+    "time_limit": settings.LOUPE_TRAINING_HARD_TIME_LIMIT,
+}
+
+
+@shared_task(bind=True, **_AUDIT_LIMITS)
+def label_audit_start(self, audit_id: int) -> str:
+    from celery import group
+
+    from . import audits
+    from .models import LabelAudit
+
+    outcome = audits.label_audit_prepare(
+        audit_id=audit_id,
+        redelivered=bool((self.request.delivery_info or {}).get("redelivered")),
+    )
+    audit = LabelAudit.objects.filter(pk=audit_id).only("k", "status", "phase").first()
+    if audit and audit.status == LabelAudit.Status.RUNNING and audit.phase == "folds":
+        group(label_audit_fold.s(audit_id, fold) for fold in range(audit.k)).apply_async()
+    return outcome
+
+
+@shared_task(**_AUDIT_LIMITS)
+def label_audit_fold(audit_id: int, fold: int) -> str:
+    from . import audits
+
+    outcome = audits.label_audit_execute_fold(audit_id=audit_id, fold=fold)
+    if outcome == audits.AuditOutcome.LAST:
+        label_audit_complete.delay(audit_id)
+    return outcome
+
+
+@shared_task(**_AUDIT_LIMITS)
+def label_audit_complete(audit_id: int) -> str:
+    from . import audits
+
+    return audits.label_audit_finish(audit_id=audit_id)

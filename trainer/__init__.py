@@ -19,6 +19,20 @@ from .config import (
     TrainResult,
 )
 
+# Out-of-fold scoring (trainer/folds.py) and label rankings (trainer/ranking.py).
+_FOLDS = ("assign_folds", "embed", "fit_linear_folds", "train_fold")
+_RANKING = (
+    "DEFAULT_RANKING",
+    "RANKINGS",
+    "confident_learning",
+    "loss",
+    "near_duplicates",
+    "normalized_margin",
+    "outlier_scores",
+    "rank",
+    "self_confidence",
+)
+
 _LEARNING = (
     "iter_scores",
     "load_learner_checked",
@@ -27,6 +41,8 @@ _LEARNING = (
     "sha256_file",
     "train",
 )
+
+_PREDICT = ("ArtifactMismatch", "ImagePrediction", "Predictor")
 
 __all__ = [
     "ARCHITECTURES",
@@ -40,10 +56,19 @@ __all__ = [
     "TrainingCancelled",
     "TrainingError",
     *_LEARNING,
+    *_PREDICT,
+    *_FOLDS,
+    *_RANKING,
 ]
 
 
 def __getattr__(name: str):
     if name in _LEARNING:
         return getattr(import_module(".learning", __name__), name)
+    if name in _FOLDS:
+        return getattr(import_module(".folds", __name__), name)
+    if name in _RANKING:
+        return getattr(import_module(".ranking", __name__), name)
+    if name in _PREDICT:
+        return getattr(import_module(".predict", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import selectors, services
-from ..models import Category, Image, ImageScore, ModelVersion, Project
+from ..models import AuditScore, Category, Image, ImageScore, LabelAudit, ModelVersion, Project
 from ..selectors import ReviewFilters
 from .common import login_required, project_for, render_page, require_perm
 
@@ -123,7 +123,14 @@ def review_queue(request, slug):
 
 def _card_context(request, image: Image, version: ModelVersion | None, **extra) -> dict:
     score = None
-    if version is not None:
+    if extra.get("audit") is not None:
+        # A card of a label audit's queue shows the audit's out-of-fold score.
+        score = (
+            AuditScore.objects.filter(audit=extra["audit"], image=image)
+            .select_related("label", "predicted")
+            .first()
+        )
+    elif version is not None:
         score = (
             ImageScore.objects.filter(version=version, image=image)
             .select_related("label", "predicted")
@@ -168,22 +175,38 @@ def _posted_version(request, image: Image) -> ModelVersion | None:
     return ModelVersion.objects.filter(pk=pk, project_id=image.project_id).first()
 
 
+def _posted_audit(request, image: Image) -> LabelAudit | None:
+    pk = _int_or_none(request.POST.get("audit"))
+    if pk is None:
+        return None
+    return LabelAudit.objects.filter(pk=pk, project_id=image.project_id).first()
+
+
 def _decision(request, pk, apply, **shown):
     """Apply one decision to image ``pk`` and answer with its card; refusals go on the card."""
     require_perm(request.user, "reviewapp.change_image")
     image = get_object_or_404(Image, pk=pk)
     version = _posted_version(request, image)
+    shown["audit"] = _posted_audit(request, image)
+    audit = {"audit": shown["audit"]}
     revision = _int_or_none(request.POST.get("revision"))
     if revision is None:
         return _card_response(
-            request, image, version, status=400, error="The form did not say which revision."
+            request,
+            image,
+            version,
+            status=400,
+            error="The form did not say which revision.",
+            **audit,
         )
     try:
         event = apply(image, version, revision)
     except services.StaleRevision as exc:
-        return _card_response(request, image, version, status=409, error=str(exc))
+        return _card_response(request, image, version, status=409, error=str(exc), **audit)
     except ValidationError as exc:
-        return _card_response(request, image, version, status=400, error=" ".join(exc.messages))
+        return _card_response(
+            request, image, version, status=400, error=" ".join(exc.messages), **audit
+        )
     done = shown.pop("done", None) or DONE_MESSAGES.get(event.action, "saved")
     response = _card_response(request, image, version, done=done, **shown)
     response["HX-Trigger"] = "review-decided"  # the progress line counts again

@@ -6,12 +6,15 @@ from django.urls import path
 from . import (
     accounts,
     activity,
+    audits,
     categories,
     exports,
     images,
     media,
+    predict,
     projects,
     review,
+    rollout,
     training,
     uploads,
     versions,
@@ -79,4 +82,57 @@ urlpatterns = [
     path("p/<slug:slug>/models/", versions.model_version_list, name="model-version-list"),
     path("models/<int:pk>/", versions.model_version_detail, name="model-version"),
     path("models/<int:pk>/compare/", versions.model_version_compare, name="model-version-compare"),
+    # Approval and rollout (issue 5 A)
+    path(
+        "models/<int:pk>/approval/",
+        rollout.model_version_approval,
+        name="model-version-approval",
+    ),
+    path("models/<int:pk>/stage", rollout.model_version_stage, name="model-version-stage"),
+    path("p/<slug:slug>/rollout/", rollout.project_rollout, name="project-rollout"),
+    path(
+        "p/<slug:slug>/rollout/policy",
+        rollout.project_rollout_policy,
+        name="project-rollout-policy",
+    ),
+    path("p/<slug:slug>/rollback", rollout.project_rollback, name="project-rollback"),
+    # Serving (issue 5 B): predict, client tokens, prediction review, monitoring
+    path("p/<slug:slug>/predict/", predict.project_predict, name="project-predict"),
+    path("p/<slug:slug>/clients/", predict.client_tokens, name="client-tokens"),
+    path("p/<slug:slug>/clients/new", predict.client_token_create, name="client-token-create"),
+    path(
+        "p/<slug:slug>/clients/<int:pk>/revoke",
+        predict.client_token_revoke,
+        name="client-token-revoke",
+    ),
+    path(
+        "p/<slug:slug>/predictions/review/",
+        predict.prediction_review,
+        name="prediction-review",
+    ),
+    path("predictions/<int:pk>/decide", predict.prediction_decide, name="prediction-decide"),
+    path("predictions/<int:pk>/file", predict.prediction_file, name="prediction-file"),
+    path("p/<slug:slug>/monitoring/", predict.project_monitoring, name="project-monitoring"),
+    # Label audits (issue 6): out-of-fold scoring and its three review queues
+    path("p/<slug:slug>/audits/", audits.label_audit_list, name="label-audit-list"),
+    path("p/<slug:slug>/audits/new", audits.label_audit_start, name="label-audit-start"),
+    path("audits/<int:pk>/", audits.label_audit_detail, name="label-audit"),
+    path(
+        "audits/<int:pk>/issues/",
+        audits.label_audit_queue,
+        {"queue": "issues"},
+        name="label-audit-issues",
+    ),
+    path(
+        "audits/<int:pk>/duplicates/",
+        audits.label_audit_queue,
+        {"queue": "duplicates"},
+        name="label-audit-duplicates",
+    ),
+    path(
+        "audits/<int:pk>/outliers/",
+        audits.label_audit_queue,
+        {"queue": "outliers"},
+        name="label-audit-outliers",
+    ),
 ]

@@ -284,7 +284,7 @@ COMPARED_METRICS = {
 }
 
 
-def _shown(value, kind: str) -> str:
+def metric_shown(value, kind: str) -> str:
     if value is None:
         return "—"
     if kind == "percent":
@@ -294,7 +294,7 @@ def _shown(value, kind: str) -> str:
     return f"{value:,}"
 
 
-def _delta(a, b, kind: str, better: int) -> tuple[str, str]:
+def metric_delta(a, b, kind: str, better: int) -> tuple[str, str]:
     """The change from A to B as text, and its tone: better, worse or neutral."""
     if a is None or b is None:
         return "—", "neutral"
@@ -347,11 +347,13 @@ def model_version_compare(request, pk):
     metric_rows = []
     for name, a_value, b_value in comparison.metrics:
         label, kind, better = COMPARED_METRICS.get(name, (name, "count", 0))
-        delta, tone = _delta(a_value, b_value, kind, better)
-        metric_rows.append((label, _shown(a_value, kind), _shown(b_value, kind), delta, tone))
+        delta, tone = metric_delta(a_value, b_value, kind, better)
+        metric_rows.append(
+            (label, metric_shown(a_value, kind), metric_shown(b_value, kind), delta, tone)
+        )
     class_rows = []
     for row in comparison.classes:
-        delta, tone = _delta(row.a_error, row.b_error, "percent", -1)
+        delta, tone = metric_delta(row.a_error, row.b_error, "percent", -1)
         class_rows.append((row, delta, tone))
     context = _compare_picker_context(a) | {
         "b": b,

@@ -886,6 +886,17 @@ def test_openapi_schema_lists_every_path_and_the_bearer_scheme():
         "/api/v1/images/{image_id}/decisions",
         "/api/v1/projects/{slug}/decisions",
         "/api/v1/images/{image_id}/history",
+        "/api/v1/model-versions/{version_id}/approve",
+        "/api/v1/model-versions/{version_id}/reject",
+        "/api/v1/model-versions/{version_id}/stage",
+        "/api/v1/model-versions/{version_id}/timeline",
+        "/api/v1/projects/{slug}/rollback",
+        "/api/v1/projects/{slug}/predict",
+        "/api/v1/projects/{slug}/predict/batch",
+        "/api/v1/predictions/{prediction_id}",
+        "/api/v1/projects/{slug}/label-audits",
+        "/api/v1/label-audits/{audit_id}",
+        "/api/v1/label-audits/{audit_id}/scores",
     }
     assert schema["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
     assert schema["paths"]["/api/v1/projects"]["post"]["operationId"] == "project_create"

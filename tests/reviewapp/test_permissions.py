@@ -36,6 +36,7 @@ from tests.factories import (
     ProjectFactory,
     UserFactory,
     approver,
+    finished_audit,  # issue 6
     make_image,
     reviewer,
     scored_version,
@@ -69,6 +70,10 @@ class World:
     batch: UploadBatch
     token: ApiToken  # the approver's own
     users: dict[str, User]  # role -> user; anonymous has none
+    # Serving (issue 5 B): a client token, and a flagged prediction of `version` with its image.
+    client_token: object = None
+    prediction: object = None
+    audit: object = None  # Label audits (issue 6): a finished audit of `version`
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +98,7 @@ def world() -> World:
     scores = [(image, other_category, 2.0), (other_image, other_category, 0.1)]
     users = {"no_group": UserFactory(), "reviewer": reviewer(), "approver": approver()}
     token, _ = services.api_token_create(user=users["approver"], name="script")
-    return World(
+    world = World(
         project=project,
         category=category,
         other_category=other_category,
@@ -106,6 +111,35 @@ def world() -> World:
         batch=UploadBatch.objects.create(project=project, staging_dir="staging/x"),
         token=token,
         users=users,
+    )
+    _serving_world(world)  # issue 5 B
+    world.audit = finished_audit(project, world.version)  # issue 6
+    return world
+
+
+def _serving_world(w: World) -> None:
+    """Serving (issue 5 B): a client token and a stored prediction to review."""
+    import uuid
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from reviewapp import serving
+    from reviewapp.models import Prediction
+
+    w.client_token, _ = serving.client_token_create(project=w.project, client="shop")
+    name = default_storage.save("predictions/world.png", ContentFile(image_bytes(seed=77)))
+    w.prediction = Prediction.objects.create(
+        project=w.project,
+        version=w.version,
+        stage=w.version.stage,
+        request_id=uuid.uuid4(),
+        file=name,
+        sha256="1" * 64,
+        label="cat",
+        confidence=0.4,
+        probabilities=[0.4, 0.3, 0.3],
+        needs_review=True,
     )
 
 
@@ -165,6 +199,12 @@ def _training_settings(w: World) -> dict:
 def _upload(w: World) -> dict:
     png = SimpleUploadedFile("new.png", image_bytes(seed=4242), content_type="image/png")
     return {"files": png, "target": "unlabeled"}
+
+
+def _rollout_policy(w: World) -> dict:  # issue 5 A
+    from reviewapp.forms import RolloutPolicyForm
+
+    return _form_data(RolloutPolicyForm.for_project(w.project))
 
 
 def _decision(w: World) -> dict:
@@ -240,6 +280,39 @@ PAGES = [
     Row("model-version",         "GET",  LOGIN, 403,     200,     200, pk="version"),
     Row("model-version-compare", "GET",  LOGIN, 403,     200,     200, pk="version",
         query=lambda w: {"with": w.other_version.pk}),
+    # Approval and rollout (issue 5 A): approvers only; a refused stage change or rollback
+    # is a message on the page it redirects to.
+    Row("model-version-approval", "GET", LOGIN, 403,     403,     200, pk="version"),
+    Row("model-version-approval", "POST", LOGIN, 403,    403,     302, pk="version",
+        body=lambda w: {"action": "approve", "note": "ok", "override_reason": "tested"}),
+    Row("model-version-stage",   "POST", LOGIN, 403,     403,     302, pk="version",
+        body=lambda w: {"stage": "shadow"}),
+    Row("project-rollout",       "GET",  LOGIN, 403,     403,     200),
+    Row("project-rollout-policy", "POST", LOGIN, 403,    403,     302, body=_rollout_policy),
+    Row("project-rollback",      "POST", LOGIN, 403,     403,     302),
+    # Serving (issue 5 B). Predicting needs view_project; the world has no live version, so
+    # a permitted POST gets 409 (the page's "no live model" answer). Client tokens are for
+    # approvers; deciding on predictions needs change_image, like deciding on images.
+    Row("project-predict",       "GET",  LOGIN, 403,     200,     200),
+    Row("project-predict",       "POST", LOGIN, 403,     409,     409,
+        body=lambda w: {"image": SimpleUploadedFile("p.png", image_bytes(seed=4343))}),
+    Row("client-tokens",         "GET",  LOGIN, 403,     403,     200),
+    Row("client-token-create",   "POST", LOGIN, 403,     403,     200,
+        body=lambda w: {"client": "kiosk"}),
+    Row("client-token-revoke",   "POST", LOGIN, 403,     403,     302, pk="client_token"),
+    Row("prediction-review",     "GET",  LOGIN, 403,     200,     200),
+    Row("prediction-decide",     "POST", LOGIN, 403,     302,     302, pk="prediction",
+        body=lambda w: {"action": "confirm"}),
+    Row("prediction-file",       "GET",  LOGIN, 403,     200,     200, pk="prediction"),
+    Row("project-monitoring",    "GET",  LOGIN, 403,     200,     200),
+    # Label audits (issue 6): reading needs view_imagescore, starting add_trainingrun.
+    Row("label-audit-list",      "GET",  LOGIN, 403,     200,     200),
+    Row("label-audit-start",     "POST", LOGIN, 403,     302,     302,
+        body=lambda w: {"mode": "fast", "k": 2}),
+    Row("label-audit",           "GET",  LOGIN, 403,     200,     200, pk="audit"),
+    Row("label-audit-issues",    "GET",  LOGIN, 403,     200,     200, pk="audit"),
+    Row("label-audit-duplicates", "GET", LOGIN, 403,     200,     200, pk="audit"),
+    Row("label-audit-outliers",  "GET",  LOGIN, 403,     200,     200, pk="audit"),
 ]
 # fmt: on
 
@@ -456,6 +529,8 @@ def _api_url(path: str, w: World) -> str:
         "version_id": w.version.pk,
         "a_id": w.version.pk,
         "b_id": w.other_version.pk,
+        "prediction_id": w.prediction.pk,  # issue 5 B
+        "audit_id": w.audit.pk,  # issue 6
     }
     for name, value in values.items():
         path = path.replace(f"{{{name}}}", str(value))
@@ -538,6 +613,70 @@ API_BODIES: dict[str, Callable[[World], dict]] = {
     },
 }
 
+# Approval and rollout (issue 5 A): approvers only. Each operation needs a version in the
+# right stage first, made by API_SETUP before the database state is taken.
+API_APPROVER_ONLY |= {
+    "model_version_approve",
+    "model_version_reject",
+    "model_version_stage",
+    "project_rollback",
+}
+API_BODIES |= {
+    "model_version_approve": lambda w: {"note": "ok", "override_reason": "tested"},
+    "model_version_reject": lambda w: {"note": "no"},
+    "model_version_stage": lambda w: {"stage": "shadow"},
+    "project_rollback": lambda w: {"reason": "tested"},
+}
+
+
+def _rollout_setup(w: World, *, live: bool) -> None:
+    from reviewapp import rollout
+
+    actor = w.users["approver"]
+    for version in (w.version, w.other_version) if live else (w.version,):
+        rollout.version_approve(version=version, actor=actor, note="ok", override_reason="t")
+    if live:
+        rollout.version_stage_set(version=w.version, stage="live", actor=actor)
+        rollout.version_stage_set(version=w.other_version, stage="limited", actor=actor)
+
+
+# Label audits (issue 6)
+API_BODIES |= {"label_audit_start": lambda w: {"mode": "fast", "k": 2}}
+
+
+API_SETUP: dict[str, Callable[[World], None]] = {
+    "model_version_stage": lambda w: _rollout_setup(w, live=False),
+    "project_rollback": lambda w: _rollout_setup(w, live=True),
+}
+
+
+# Serving (issue 5 B): predict needs a live version with a real model: a tiny one, trained
+# once for the whole module. Client tokens are tested in test_api_predict.
+@cache
+def _tiny_model():
+    import tempfile
+
+    from tests.factories import train_colour_model
+
+    return train_colour_model(tempfile.mkdtemp(prefix="loupe-permissions-model-"))
+
+
+def _serving_setup(w: World) -> None:
+    from tests.factories import served_version
+
+    served_version(w.project, _tiny_model(), stage="live", traffic_share=100)
+
+
+def _png(name: str) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, image_bytes(seed=4444), content_type="image/png")
+
+
+API_SETUP |= {"predict": _serving_setup, "predict_batch": _serving_setup}
+API_BODIES |= {
+    "predict": lambda w: {"image": _png("a.png")},
+    "predict_batch": lambda w: {"images": [_png("a.png"), _png("b.png")]},
+}
+
 
 def _api_role_cases():
     for method, path, operation in API_OPERATIONS:
@@ -566,6 +705,7 @@ def test_api_operation_answers_each_group_as_its_permissions_say(
     client, world, method, path, operation, role
 ):
     _, key = services.api_token_create(user=world.users[role], name="script")
+    API_SETUP.get(operation["operationId"], lambda w: None)(world)
     refused = role == "no_group" or (
         role == "reviewer" and operation["operationId"] in API_APPROVER_ONLY
     )

@@ -1,0 +1,178 @@
+"""Label audits: start one, follow it, and read its out-of-fold scores in any queue order."""
+
+from datetime import datetime
+from typing import Literal
+
+from django.http import Http404
+from ninja import Field, Query, Router, Schema, Status
+
+from .. import audits
+from ..models import AuditScore, LabelAudit
+from .auth import require_perm
+from .common import InputSchema, absolute_reverse, project_or_404
+from .errors import ERROR_RESPONSES
+
+__all__ = ["router"]
+
+router = Router()
+
+SCORES_DEFAULT_LIMIT = 100
+SCORES_MAX_LIMIT = 1000
+# Audits reuse the permissions of what they stand for (see reviewapp/views/audits.py).
+START_PERM = "reviewapp.add_trainingrun"
+VIEW_PERM = "reviewapp.view_imagescore"
+Sort = Literal["loss", "self_confidence", "normalized_margin", "confident_learning"]
+
+
+class LabelAuditIn(InputSchema):
+    mode: Literal["fast", "full"] = Field(
+        "fast", description="fast: linear heads on embeddings; full: one model per fold."
+    )
+    k: int = Field(5, description="Folds: one job each.")
+    version_id: int | None = Field(None, description="The embedding model; default latest.")
+
+
+class LabelAuditOut(Schema):
+    id: int
+    project: str
+    version_id: int
+    mode: str
+    k: int
+    status: str
+    phase: str
+    folds_done: int
+    n_images: int
+    estimated_issues: int | None = Field(description="Confident learning's estimate.")
+    n_issues: int | None = Field(description="Images confident learning flags.")
+    n_duplicate_groups: int | None
+    n_leaks: int | None = Field(description="Duplicate groups across train and valid.")
+    default_sort: str
+    error_message: str
+    created_by: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    url: str | None
+
+
+class AuditScoreOut(Schema):
+    image_id: int
+    label: str | None
+    predicted: str | None
+    probabilities: list[float]
+    fold: int
+    split: str
+    loss: float
+    self_confidence: float
+    normalized_margin: float | None
+    is_issue: bool
+    outlier_score: float | None
+    duplicate_group: int | None
+    leaks: bool
+
+
+def _audit_out(request, audit: LabelAudit) -> dict:
+    return {
+        "id": audit.pk,
+        "project": audit.project.slug,
+        "version_id": audit.version_id,
+        "mode": audit.mode,
+        "k": audit.k,
+        "status": audit.status,
+        "phase": audit.phase,
+        "folds_done": audit.folds_done,
+        "n_images": audit.n_images,
+        "estimated_issues": audit.estimated_issues,
+        "n_issues": audit.n_issues,
+        "n_duplicate_groups": audit.n_duplicate_groups,
+        "n_leaks": audit.n_leaks,
+        "default_sort": audits.DEFAULT_SORT,
+        "error_message": audit.error_message,
+        "created_by": audit.created_by.get_username() if audit.created_by else None,
+        "created_at": audit.created_at,
+        "finished_at": audit.finished_at,
+        "url": absolute_reverse(request, "label-audit", pk=audit.pk),
+    }
+
+
+def _audit_or_404(audit_id: int) -> LabelAudit:
+    audit = (
+        LabelAudit.objects.defer("snapshot")
+        .select_related("project", "created_by")
+        .filter(pk=audit_id)
+        .first()
+    )
+    if audit is None:
+        raise Http404(f"No label audit {audit_id}.")
+    return audit
+
+
+@router.post(
+    "/projects/{slug}/label-audits",
+    response={201: LabelAuditOut, **ERROR_RESPONSES},
+    tags=["label audits"],
+)
+def label_audit_start(request, slug: str, payload: LabelAuditIn = None):
+    """Queue a label audit: k fold jobs score every labeled image out-of-fold."""
+    require_perm(request, START_PERM, "start label audits")
+    project = project_or_404(slug)
+    payload = payload or LabelAuditIn()
+    version = None
+    if payload.version_id is not None:
+        version = project.model_versions.filter(pk=payload.version_id).first()
+        if version is None:
+            raise Http404(f"No model version {payload.version_id} in project '{slug}'.")
+    audit = audits.label_audit_create(
+        project=project, mode=payload.mode, k=payload.k, actor=request.auth, version=version
+    )
+    return Status(201, _audit_out(request, _audit_or_404(audit.pk)))
+
+
+@router.get(
+    "/label-audits/{audit_id}",
+    response={200: LabelAuditOut, **ERROR_RESPONSES},
+    tags=["label audits"],
+)
+def label_audit_detail(request, audit_id: int):
+    """An audit's status, fold progress and, once done, its estimated number of issues."""
+    require_perm(request, VIEW_PERM, "view label audits")
+    return _audit_out(request, _audit_or_404(audit_id))
+
+
+@router.get(
+    "/label-audits/{audit_id}/scores",
+    response={200: list[AuditScoreOut], **ERROR_RESPONSES},
+    tags=["label audits"],
+)
+def label_audit_scores(
+    request,
+    audit_id: int,
+    sort: Sort | None = None,
+    queue: Literal["issues", "duplicates", "outliers"] = "issues",
+    limit: int = Query(SCORES_DEFAULT_LIMIT, ge=1, le=SCORES_MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=1_000_000),
+):
+    """The audit's out-of-fold scores in a queue's order, most suspicious first."""
+    require_perm(request, VIEW_PERM, "view label audits")
+    audit = _audit_or_404(audit_id)
+    qs = audits.audit_score_queryset(
+        audit=audit, queue=queue, sort=sort or audits.DEFAULT_SORT
+    ).select_related("label", "predicted")
+    scores: list[AuditScore] = list(qs[offset : offset + limit])
+    return [
+        {
+            "image_id": s.image_id,
+            "label": s.label.name if s.label else None,
+            "predicted": s.predicted.name if s.predicted else None,
+            "probabilities": s.probabilities,
+            "fold": s.fold,
+            "split": s.split,
+            "loss": s.loss,
+            "self_confidence": s.self_confidence,
+            "normalized_margin": s.margin,
+            "is_issue": s.is_issue,
+            "outlier_score": s.outlier_score,
+            "duplicate_group": s.duplicate_group,
+            "leaks": s.leaks,
+        }
+        for s in scores
+    ]
