@@ -51,3 +51,34 @@ def celery_worker(celery_app, transactional_db):
         shutdown_timeout=30,
     ) as worker:
         yield worker
+
+
+# Serving: two tiny real models, trained once per test session -------------------------
+
+
+@pytest.fixture(scope="session")
+def model(tmp_path_factory):
+    """A tiny exported fastai classifier of red and blue images."""
+    from tests.factories import train_colour_model
+
+    return train_colour_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def crossed_model(tmp_path_factory):
+    """Learnt with red and blue swapped: it disagrees with ``model`` on every image."""
+    from tests.factories import train_colour_model
+
+    return train_colour_model(tmp_path_factory.mktemp("crossed"), swap=True)
+
+
+@pytest.fixture
+def serving_inline(settings):
+    """An empty model cache, and shadow versions that answer within the request, so a
+    test sees their rows at once (the async path has its own test)."""
+    from reviewapp import serving
+
+    settings.LOUPE_SHADOW_ASYNC = False
+    serving.model_cache_clear()
+    yield
+    serving.model_cache_clear()

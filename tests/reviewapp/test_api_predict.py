@@ -9,34 +9,14 @@ from tests.factories import (
     UserFactory,
     reviewer,
     served_version,
-    train_colour_model,
     trainable_project,
 )
 from tests.images import image_bytes
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("serving_inline")]
 
 Stage = ModelVersion.Stage
 RED, BLUE = (220, 40, 40), (40, 40, 220)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return train_colour_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def crossed_model(tmp_path_factory):
-    return train_colour_model(tmp_path_factory.mktemp("crossed"), swap=True)
-
-
-@pytest.fixture(autouse=True)
-def empty_cache(settings):
-    # Shadows answer inline here, so a test sees their rows at once; see the async test.
-    settings.LOUPE_SHADOW_ASYNC = False
-    serving.model_cache_clear()
-    yield
-    serving.model_cache_clear()
 
 
 @pytest.fixture
