@@ -267,7 +267,7 @@ class ImageScoreAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
-# Approval and rollout (issue 5 A): the audit of stage changes, never edited by hand.
+# Approval and rollout: the audit of stage changes, never edited by hand.
 from .models import RolloutEvent  # noqa: E402
 
 
@@ -291,7 +291,7 @@ class RolloutEventAdmin(ReadOnlyAdmin):
         return False  # the rollout's audit trail
 
 
-# Serving (issue 5 B): client tokens and stored predictions, read-only for staff.
+# Serving: client tokens and stored predictions, read-only for staff.
 from .models import ClientToken, Prediction  # noqa: E402
 
 
@@ -326,7 +326,7 @@ class PredictionAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
-# Label audits (issue 6): written by the audit jobs only.
+# Label audits: written by the audit jobs only.
 from .models import AuditScore, LabelAudit  # noqa: E402
 
 

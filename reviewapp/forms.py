@@ -288,7 +288,7 @@ class TrainingRunForm(forms.Form):
         return cls(data, initial={name: getattr(config, name) for name in cls.base_fields})
 
 
-# Rollout policy (issue 5 A: approval, staged rollout and guardrails) ----------------------
+# Rollout policy (approval, staged rollout and guardrails) ----------------------
 
 
 class RolloutPolicyForm(forms.Form):

@@ -483,7 +483,7 @@ class ModelVersion(models.Model):
         ordering = ["-number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="version_unique_number"),
-            # Rollout (issue 5 A): at most one live and one limited version per project.
+            # Rollout: at most one live and one limited version per project.
             models.UniqueConstraint(
                 fields=["project", "stage"],
                 condition=Q(stage__in=["live", "limited"]),
@@ -700,7 +700,7 @@ class Prediction(models.Model):
         return f"Prediction {self.pk} by {self.version}: {self.label}"
 
 
-# Label audits: out-of-fold scoring, label issues, near-duplicates, outliers (issue 6) ---
+# Label audits: out-of-fold scoring, label issues, near-duplicates, outliers ---
 
 __all__ += ["AuditScore", "LabelAudit"]
 

@@ -137,7 +137,7 @@ def scored_version(project: Project, scores, number: int | None = None):
     return version
 
 
-# Serving (issue 5 B): a tiny real model, trained once per test module, served as a version.
+# Serving: a tiny real model, trained once per test module, served as a version.
 
 
 def train_colour_model(root, *, swap: bool = False):
@@ -228,7 +228,7 @@ def served_version(project: Project, result, *, stage: str, traffic_share: int =
     )
 
 
-# Approval and rollout (issue 5 A) ----------------------------------------------------------
+# Approval and rollout ----------------------------------------------------------
 
 
 def rollout_project(*, n_cat=3, n_dog=1, **project_fields):
@@ -279,7 +279,7 @@ def prediction_rows(version, n, *, label="cat", confidence=0.9, review="", reque
     return ids
 
 
-# Label audits (issue 6) -------------------------------------------------------------------
+# Label audits -------------------------------------------------------------------
 
 
 def finished_audit(project: Project, version=None, rows=None, *, mode="fast", k=2):

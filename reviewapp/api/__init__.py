@@ -40,15 +40,15 @@ api.add_router("", categories.router)
 api.add_router("", images.router)
 api.add_router("", training.router)
 api.add_router("", decisions.router)
-# Serving (issue 5 B): predict, batch predict, a stored prediction.
+# Serving: predict, batch predict, a stored prediction.
 from . import predict as predict_api  # noqa: E402
 
 api.add_router("", predict_api.router)
-# Approval and rollout (issue 5 A): approve, reject, stage, rollback, timeline.
+# Approval and rollout: approve, reject, stage, rollback, timeline.
 from . import rollout as rollout_api  # noqa: E402
 
 api.add_router("", rollout_api.router)
-# Label audits (issue 6): out-of-fold scoring, label issues, duplicates, outliers.
+# Label audits: out-of-fold scoring, label issues, duplicates, outliers.
 from . import audits as audits_api  # noqa: E402
 
 api.add_router("", audits_api.router)

@@ -1,4 +1,4 @@
-"""Out-of-fold scoring, rankings, duplicates and outliers (issue 6)."""
+"""Out-of-fold scoring, rankings, duplicates and outliers."""
 
 import django.core.validators
 import django.db.models.deletion

@@ -82,7 +82,7 @@ urlpatterns = [
     path("p/<slug:slug>/models/", versions.model_version_list, name="model-version-list"),
     path("models/<int:pk>/", versions.model_version_detail, name="model-version"),
     path("models/<int:pk>/compare/", versions.model_version_compare, name="model-version-compare"),
-    # Approval and rollout (issue 5 A)
+    # Approval and rollout
     path(
         "models/<int:pk>/approval/",
         rollout.model_version_approval,
@@ -96,7 +96,7 @@ urlpatterns = [
         name="project-rollout-policy",
     ),
     path("p/<slug:slug>/rollback", rollout.project_rollback, name="project-rollback"),
-    # Serving (issue 5 B): predict, client tokens, prediction review, monitoring
+    # Serving: predict, client tokens, prediction review, monitoring
     path("p/<slug:slug>/predict/", predict.project_predict, name="project-predict"),
     path("p/<slug:slug>/clients/", predict.client_tokens, name="client-tokens"),
     path("p/<slug:slug>/clients/new", predict.client_token_create, name="client-token-create"),
@@ -113,7 +113,7 @@ urlpatterns = [
     path("predictions/<int:pk>/decide", predict.prediction_decide, name="prediction-decide"),
     path("predictions/<int:pk>/file", predict.prediction_file, name="prediction-file"),
     path("p/<slug:slug>/monitoring/", predict.project_monitoring, name="project-monitoring"),
-    # Label audits (issue 6): out-of-fold scoring and its three review queues
+    # Label audits: out-of-fold scoring and its three review queues
     path("p/<slug:slug>/audits/", audits.label_audit_list, name="label-audit-list"),
     path("p/<slug:slug>/audits/new", audits.label_audit_start, name="label-audit-start"),
     path("audits/<int:pk>/", audits.label_audit_detail, name="label-audit"),

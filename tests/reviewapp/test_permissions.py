@@ -36,7 +36,7 @@ from tests.factories import (
     ProjectFactory,
     UserFactory,
     approver,
-    finished_audit,  # issue 6
+    finished_audit,
     make_image,
     reviewer,
     scored_version,
@@ -70,10 +70,10 @@ class World:
     batch: UploadBatch
     token: ApiToken  # the approver's own
     users: dict[str, User]  # role -> user; anonymous has none
-    # Serving (issue 5 B): a client token, and a flagged prediction of `version` with its image.
+    # Serving: a client token, and a flagged prediction of `version` with its image.
     client_token: object = None
     prediction: object = None
-    audit: object = None  # Label audits (issue 6): a finished audit of `version`
+    audit: object = None  # Label audits: a finished audit of `version`
 
 
 @pytest.fixture(autouse=True)
@@ -112,13 +112,13 @@ def world() -> World:
         token=token,
         users=users,
     )
-    _serving_world(world)  # issue 5 B
-    world.audit = finished_audit(project, world.version)  # issue 6
+    _serving_world(world)
+    world.audit = finished_audit(project, world.version)
     return world
 
 
 def _serving_world(w: World) -> None:
-    """Serving (issue 5 B): a client token and a stored prediction to review."""
+    """Serving: a client token and a stored prediction to review."""
     import uuid
 
     from django.core.files.base import ContentFile
@@ -201,7 +201,7 @@ def _upload(w: World) -> dict:
     return {"files": png, "target": "unlabeled"}
 
 
-def _rollout_policy(w: World) -> dict:  # issue 5 A
+def _rollout_policy(w: World) -> dict:
     from reviewapp.forms import RolloutPolicyForm
 
     return _form_data(RolloutPolicyForm.for_project(w.project))
@@ -280,7 +280,7 @@ PAGES = [
     Row("model-version",         "GET",  LOGIN, 403,     200,     200, pk="version"),
     Row("model-version-compare", "GET",  LOGIN, 403,     200,     200, pk="version",
         query=lambda w: {"with": w.other_version.pk}),
-    # Approval and rollout (issue 5 A): approvers only; a refused stage change or rollback
+    # Approval and rollout: approvers only; a refused stage change or rollback
     # is a message on the page it redirects to.
     Row("model-version-approval", "GET", LOGIN, 403,     403,     200, pk="version"),
     Row("model-version-approval", "POST", LOGIN, 403,    403,     302, pk="version",
@@ -290,7 +290,7 @@ PAGES = [
     Row("project-rollout",       "GET",  LOGIN, 403,     403,     200),
     Row("project-rollout-policy", "POST", LOGIN, 403,    403,     302, body=_rollout_policy),
     Row("project-rollback",      "POST", LOGIN, 403,     403,     302),
-    # Serving (issue 5 B). Predicting needs view_project; the world has no live version, so
+    # Serving. Predicting needs view_project; the world has no live version, so
     # a permitted POST gets 409 (the page's "no live model" answer). Client tokens are for
     # approvers; deciding on predictions needs change_image, like deciding on images.
     Row("project-predict",       "GET",  LOGIN, 403,     200,     200),
@@ -305,7 +305,7 @@ PAGES = [
         body=lambda w: {"action": "confirm"}),
     Row("prediction-file",       "GET",  LOGIN, 403,     200,     200, pk="prediction"),
     Row("project-monitoring",    "GET",  LOGIN, 403,     200,     200),
-    # Label audits (issue 6): reading needs view_imagescore, starting add_trainingrun.
+    # Label audits: reading needs view_imagescore, starting add_trainingrun.
     Row("label-audit-list",      "GET",  LOGIN, 403,     200,     200),
     Row("label-audit-start",     "POST", LOGIN, 403,     302,     302,
         body=lambda w: {"mode": "fast", "k": 2}),
@@ -529,8 +529,8 @@ def _api_url(path: str, w: World) -> str:
         "version_id": w.version.pk,
         "a_id": w.version.pk,
         "b_id": w.other_version.pk,
-        "prediction_id": w.prediction.pk,  # issue 5 B
-        "audit_id": w.audit.pk,  # issue 6
+        "prediction_id": w.prediction.pk,
+        "audit_id": w.audit.pk,
     }
     for name, value in values.items():
         path = path.replace(f"{{{name}}}", str(value))
@@ -613,7 +613,7 @@ API_BODIES: dict[str, Callable[[World], dict]] = {
     },
 }
 
-# Approval and rollout (issue 5 A): approvers only. Each operation needs a version in the
+# Approval and rollout: approvers only. Each operation needs a version in the
 # right stage first, made by API_SETUP before the database state is taken.
 API_APPROVER_ONLY |= {
     "model_version_approve",
@@ -640,7 +640,7 @@ def _rollout_setup(w: World, *, live: bool) -> None:
         rollout.version_stage_set(version=w.other_version, stage="limited", actor=actor)
 
 
-# Label audits (issue 6)
+# Label audits
 API_BODIES |= {"label_audit_start": lambda w: {"mode": "fast", "k": 2}}
 
 
@@ -650,7 +650,7 @@ API_SETUP: dict[str, Callable[[World], None]] = {
 }
 
 
-# Serving (issue 5 B): predict needs a live version with a real model: a tiny one, trained
+# Serving: predict needs a live version with a real model: a tiny one, trained
 # once for the whole module. Client tokens are tested in test_api_predict.
 @cache
 def _tiny_model():
