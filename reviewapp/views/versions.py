@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from .. import selectors
+from .. import rollout, selectors
 from ..models import Category, Image, ModelVersion, Project
 from ..templatetags.charts import pct, shade_level
 from .common import is_htmx, login_required, project_for, render_page, require_perm
@@ -265,6 +265,7 @@ def model_version_detail(request, pk):
             "class_rows": _class_rows(version, by_name),
             "config_rows": _config_rows(version),
             "epochs": version.metrics.get("epochs") or [],
+            "rollout_events": rollout.rollout_event_list(version=version),
             "previous": project.model_versions.filter(number__lt=version.number)
             .order_by("-number")
             .first(),

@@ -304,3 +304,28 @@ def test_version_page_shows_the_timeline_to_reviewers_and_the_link_to_approvers(
     assert approval_url(version) in as_approver
     assert approval_url(version) not in as_reviewer
     assert ROLLOUT_URL not in as_reviewer  # the nav link too
+
+
+def test_version_page_timeline_costs_the_same_queries_for_more_events(
+    w, django_assert_max_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    version = make_live(w)
+    url = reverse("model-version", kwargs={"pk": version.pk})
+    with CaptureQueriesContext(connection) as few:
+        w.client.get(url)
+    for n in range(5):  # five more events, each by another person
+        RolloutEvent.objects.create(
+            version=version,
+            from_stage=Stage.LIVE,
+            to_stage=Stage.LIVE,
+            traffic_share=100,
+            actor=approver(username=f"extra-{n}"),
+            reason=f"Note {n}.",
+        )
+
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        page = html(w.client.get(url))
+    assert "by extra-4" in page and "Note 4." in page
