@@ -276,9 +276,6 @@ def _routing_key(*, client_key: str, client: ClientToken | None, user) -> str:
     return uuid.uuid4().hex
 
 
-# torch already spreads one forward pass over every core; two at once in one process (a
-# request and the shadow thread, or two gthread requests) only fight over the cores.
-_inference_lock = threading.Lock()
 # Requests being answered now, and when the last one ended: shadows wait for idle time.
 _busy = {"requests": 0, "since": 0.0}
 _busy_lock = threading.Lock()
@@ -287,8 +284,9 @@ _busy_lock = threading.Lock()
 def _answers(version: ModelVersion, decoded: list[DecodedImage]) -> tuple[list, float]:
     predictor = model_for(version)
     started = time.perf_counter()
-    with _inference_lock:
-        answers = predictor.predict([d.data for d in decoded])
+    # Predictor.predict runs on the process's one inference thread, one call at a time:
+    # requests and the shadow thread never run the model side by side.
+    answers = predictor.predict([d.data for d in decoded])
     return answers, (time.perf_counter() - started) * 1000
 
 
@@ -491,15 +489,26 @@ SHADOW_IDLE_S = 0.05
 SHADOW_BACKLOG_IMAGES = 512
 
 
-def _idle() -> bool:
-    return _busy["requests"] == 0 and time.monotonic() - _busy["since"] >= SHADOW_IDLE_S
+def _wait_for_idle() -> None:
+    """Return once no request has run for SHADOW_IDLE_S, or the backlog is too long.
+
+    It sleeps until the moment the process could first be idle, so under steady traffic
+    it wakes every SHADOW_IDLE_S, not once per request: a waking thread takes the GIL
+    from the request being answered.
+    """
+    while _shadow_backlog["images"] < SHADOW_BACKLOG_IMAGES:
+        with _busy_lock:
+            busy, since = _busy["requests"], _busy["since"]
+        wait = SHADOW_IDLE_S if busy else since + SHADOW_IDLE_S - time.monotonic()
+        if wait <= 0:
+            return
+        time.sleep(wait)
 
 
 def _shadow_loop() -> None:
     while True:
         jobs = [_shadow_queue.get()]
-        while not _idle() and _shadow_backlog["images"] < SHADOW_BACKLOG_IMAGES:
-            time.sleep(0.01)
+        _wait_for_idle()
         images = len(jobs[0]["decoded"])
         while images < SHADOW_BATCH_IMAGES:
             try:

@@ -42,7 +42,7 @@ _LEARNING = (
     "train",
 )
 
-_PREDICT = ("ArtifactMismatch", "ImagePrediction", "Predictor")
+_PREDICT = ("ArtifactMismatch", "ImagePrediction", "Predictor", "on_inference_thread")
 
 __all__ = [
     "ARCHITECTURES",

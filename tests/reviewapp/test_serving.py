@@ -398,3 +398,43 @@ def test_shadows_answer_on_a_background_thread_after_the_served_answer(
     stored = Prediction.objects.get(is_shadow=True)
     assert stored.version == shadow and stored.request_id == answer.request_id
     assert stored.label == "blue" and answer.label == "red"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_and_the_shadow_thread_run_the_models_on_one_thread(
+    settings, monkeypatch, model, crossed_model
+):
+    """A second thread running torch slows every later forward pass of the process."""
+    import threading
+
+    from trainer.predict import Predictor
+
+    settings.LOUPE_SHADOW_ASYNC = True
+    project = trainable_project(per_class=1, classes=("red", "blue"))
+    served_version(project, model, stage=Stage.LIVE, traffic_share=100)
+    served_version(project, crossed_model, stage=Stage.SHADOW)
+    ran, real_predict = [], Predictor._predict
+
+    def recorded(self, images):
+        ran.append((threading.current_thread().name, self.sha256))
+        return real_predict(self, images)
+
+    monkeypatch.setattr(Predictor, "_predict", recorded)
+    asked = []
+
+    def request():
+        asked.append(threading.current_thread().name)
+        predict(project, png(RED))
+
+    worker = threading.Thread(target=request, name="request-2")
+    worker.start()
+    worker.join(timeout=60)
+    request()
+    assert serving.shadow_wait(timeout=60)
+
+    assert {sha for _, sha in ran} == {
+        result.sha256[result.export_path.name] for result in (model, crossed_model)
+    }
+    assert len(ran) >= 3  # two served answers, and the shadow's (in one batch or two)
+    (thread,) = {name for name, _ in ran}
+    assert thread.startswith("loupe-inference") and thread not in asked
