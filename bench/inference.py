@@ -325,6 +325,8 @@ def api_latency(work: Path, result, items, requests: int, warmup: int, rounds: i
         [
             str(Path(sys.executable).parent / "gunicorn"),
             "reviewapp.wsgi:application",
+            "--config",
+            "python:reviewapp.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

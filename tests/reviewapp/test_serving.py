@@ -1,6 +1,7 @@
 """Serving: routing, shadow copies, the model cache and hot swap, stored predictions and their
 review, OOD calibration, client tokens and the monitoring numbers."""
 
+import time
 from collections import Counter
 
 import pytest
@@ -398,6 +399,51 @@ def test_shadows_answer_on_a_background_thread_after_the_served_answer(
     stored = Prediction.objects.get(is_shadow=True)
     assert stored.version == shadow and stored.request_id == answer.request_id
     assert stored.label == "blue" and answer.label == "red"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_gunicorn_worker_stores_the_queued_shadow_answers_before_it_exits(
+    settings, model, crossed_model
+):
+    from types import SimpleNamespace
+
+    from reviewapp import gunicorn_conf
+
+    settings.LOUPE_SHADOW_ASYNC = True
+    project = trainable_project(per_class=1, classes=("red", "blue"))
+    served_version(project, model, stage=Stage.LIVE, traffic_share=100)
+    served_version(project, crossed_model, stage=Stage.SHADOW)
+    serving._request_started()  # another request keeps the worker busy
+    try:
+        predict(project, png(RED))
+        time.sleep(0.3)
+        assert not Prediction.objects.filter(is_shadow=True).exists()  # waiting for idle
+    finally:
+        serving._request_ended()  # the last request is done: the worker is told to stop
+
+    warnings = []
+    server = SimpleNamespace(log=SimpleNamespace(warning=lambda *args: warnings.append(args)))
+    gunicorn_conf.worker_exit(server, SimpleNamespace(pid=123))
+
+    assert Prediction.objects.filter(is_shadow=True).count() == 1
+    assert warnings == []
+
+
+def test_a_worker_that_cannot_store_its_shadow_answers_in_time_says_so(monkeypatch):
+    from types import SimpleNamespace
+
+    from reviewapp import gunicorn_conf
+
+    waited = []
+    monkeypatch.setattr(serving, "shadow_wait", lambda timeout: waited.append(timeout) or False)
+    warnings = []
+    server = SimpleNamespace(log=SimpleNamespace(warning=lambda *args: warnings.append(args)))
+
+    gunicorn_conf.worker_exit(server, SimpleNamespace(pid=123))
+
+    assert waited == [gunicorn_conf.SHADOW_FLUSH_S]
+    ((message, pid, seconds),) = warnings
+    assert "they are lost" in message and (pid, seconds) == (123, gunicorn_conf.SHADOW_FLUSH_S)
 
 
 @pytest.mark.django_db(transaction=True)

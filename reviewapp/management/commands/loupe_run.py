@@ -108,6 +108,7 @@ class Command(BaseCommand):
         return self._spawn(
             [
                 sys.executable, "-m", "gunicorn", "reviewapp.wsgi:application",
+                "--config", "python:reviewapp.gunicorn_conf",
                 "--bind", f"{host}:{port}", "--workers", str(workers),
                 "--worker-class", "gthread", "--threads", "4", "--timeout", "120",
                 "--access-logfile", "-",
