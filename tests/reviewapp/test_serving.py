@@ -384,14 +384,19 @@ def test_monitoring_counts_volume_rates_drift_agreement_and_overrides(
     assert (summary.reviewed, summary.corrected, summary.override_rate) == (2, 1, 0.5)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_shadows_answer_on_a_background_thread_after_the_served_answer(
-    settings, model, crossed_model
-):
+@pytest.fixture
+def async_shadow(settings, model, crossed_model):
+    """A project with a live version and a shadow that answers on the background thread:
+    (project, shadow version). Tests using it need a transactional database."""
     settings.LOUPE_SHADOW_ASYNC = True
     project = trainable_project(per_class=1, classes=("red", "blue"))
     served_version(project, model, stage=Stage.LIVE, traffic_share=100)
-    shadow = served_version(project, crossed_model, stage=Stage.SHADOW)
+    return project, served_version(project, crossed_model, stage=Stage.SHADOW)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shadows_answer_on_a_background_thread_after_the_served_answer(async_shadow):
+    project, shadow = async_shadow
 
     (answer,) = predict(project, png(RED))
     serving.shadow_wait(timeout=60)
@@ -402,17 +407,12 @@ def test_shadows_answer_on_a_background_thread_after_the_served_answer(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_gunicorn_worker_stores_the_queued_shadow_answers_before_it_exits(
-    settings, model, crossed_model
-):
+def test_a_gunicorn_worker_stores_the_queued_shadow_answers_before_it_exits(async_shadow):
     from types import SimpleNamespace
 
     from reviewapp import gunicorn_conf
 
-    settings.LOUPE_SHADOW_ASYNC = True
-    project = trainable_project(per_class=1, classes=("red", "blue"))
-    served_version(project, model, stage=Stage.LIVE, traffic_share=100)
-    served_version(project, crossed_model, stage=Stage.SHADOW)
+    project, _ = async_shadow
     serving._request_started()  # another request keeps the worker busy
     try:
         predict(project, png(RED))
@@ -448,17 +448,14 @@ def test_a_worker_that_cannot_store_its_shadow_answers_in_time_says_so(monkeypat
 
 @pytest.mark.django_db(transaction=True)
 def test_requests_and_the_shadow_thread_run_the_models_on_one_thread(
-    settings, monkeypatch, model, crossed_model
+    async_shadow, monkeypatch, model, crossed_model
 ):
     """A second thread running torch slows every later forward pass of the process."""
     import threading
 
     from trainer.predict import Predictor
 
-    settings.LOUPE_SHADOW_ASYNC = True
-    project = trainable_project(per_class=1, classes=("red", "blue"))
-    served_version(project, model, stage=Stage.LIVE, traffic_share=100)
-    served_version(project, crossed_model, stage=Stage.SHADOW)
+    project, _ = async_shadow
     ran, real_predict = [], Predictor._predict
 
     def recorded(self, images):
