@@ -29,6 +29,7 @@ __all__ = [
     "SORTS",
     "AuditOutcome",
     "audit_score_page",
+    "label_audit_cancel",
     "label_audit_create",
     "label_audit_execute_fold",
     "label_audit_finish",
@@ -131,6 +132,30 @@ def label_audit_create(
     return audit
 
 
+@transaction.atomic
+def label_audit_cancel(*, audit: LabelAudit, actor=None) -> LabelAudit:
+    """Stop an audit that is queued or running (a stuck one too: its worker may have died).
+
+    Its jobs skip a cancelled audit; a fold already training finishes, and its scores are
+    not kept. The scores of folds done so far and the embeddings are removed.
+    """
+    audit = LabelAudit.objects.select_for_update().get(pk=audit.pk)
+    if audit.is_finished:
+        raise ValidationError(
+            f"Label audit #{audit.pk} has already {audit.get_status_display().lower()}."
+        )
+    audit.status = LabelAudit.Status.CANCELLED
+    audit.phase = LabelAudit.Phase.DONE
+    audit.finished_at = timezone.now()
+    who = f" by {actor.get_username()}" if actor else ""
+    audit.error_message = f"Cancelled{who} after {audit.folds_done} of {audit.k} folds."
+    audit.save(update_fields=["status", "phase", "finished_at", "error_message"])
+    audit.scores.all().delete()
+    directory = _audit_dir(audit)
+    transaction.on_commit(lambda: shutil.rmtree(directory, ignore_errors=True))
+    return audit
+
+
 def _audit_dir(audit: LabelAudit) -> Path:
     return Path(settings.MEDIA_ROOT) / "audits" / str(audit.project_id) / f"audit-{audit.pk}"
 
@@ -140,7 +165,8 @@ def _embeddings_path(audit: LabelAudit) -> Path:
 
 
 def _fail(audit_id: int, message: str) -> None:
-    LabelAudit.objects.filter(pk=audit_id).exclude(status=LabelAudit.Status.SUCCEEDED).update(
+    unfinished = (LabelAudit.Status.PENDING, LabelAudit.Status.RUNNING)
+    LabelAudit.objects.filter(pk=audit_id, status__in=unfinished).update(
         status=LabelAudit.Status.FAILED,
         phase=LabelAudit.Phase.DONE,
         error_message=message,
@@ -216,11 +242,15 @@ def _prepare(audit: LabelAudit) -> str:
     path = _embeddings_path(audit)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, features)
-    audit.snapshot = [[r[0], r[1], r[2], f] for r, f in zip(rows, folds, strict=True)]
-    audit.vocab = sorted({r[1] for r in rows})
-    audit.n_images = len(rows)
-    audit.phase = LabelAudit.Phase.FOLDS
-    audit.save(update_fields=["snapshot", "vocab", "n_images", "phase"])
+    prepared = LabelAudit.objects.filter(pk=audit.pk, status=LabelAudit.Status.RUNNING).update(
+        snapshot=[[r[0], r[1], r[2], f] for r, f in zip(rows, folds, strict=True)],
+        vocab=sorted({r[1] for r in rows}),
+        n_images=len(rows),
+        phase=LabelAudit.Phase.FOLDS,
+    )
+    if not prepared:  # cancelled while it embedded the images
+        shutil.rmtree(_audit_dir(audit), ignore_errors=True)
+        return AuditOutcome.SKIPPED
     return AuditOutcome.DONE
 
 

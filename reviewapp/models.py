@@ -717,6 +717,7 @@ class LabelAudit(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     class Phase(models.TextChoices):
         QUEUED = "queued", "Waiting for a training worker"
@@ -725,7 +726,7 @@ class LabelAudit(models.Model):
         FINISHING = "finishing", "Ranking labels, finding near-duplicates and outliers"
         DONE = "done", "Done"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_audits")
     version = models.ForeignKey(

@@ -138,6 +138,21 @@ def label_audit_detail(request, audit_id: int):
     return _audit_out(request, _audit_or_404(audit_id))
 
 
+@router.post(
+    "/label-audits/{audit_id}/cancel",
+    response={200: LabelAuditOut, **ERROR_RESPONSES},
+    tags=["label audits"],
+)
+def label_audit_cancel(request, audit_id: int):
+    """Stop a queued or running audit (one whose worker died, too); its scores are not kept.
+
+    An audit that has already finished answers 400.
+    """
+    require_perm(request, START_PERM, "cancel label audits")
+    audits.label_audit_cancel(audit=_audit_or_404(audit_id), actor=request.auth)
+    return _audit_out(request, _audit_or_404(audit_id))
+
+
 @router.get(
     "/label-audits/{audit_id}/scores",
     response={200: list[AuditScoreOut], **ERROR_RESPONSES},

@@ -10,10 +10,17 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import audits
 from ..models import LabelAudit, ModelVersion, Project
-from .common import login_required, project_for, render_page, require_perm
+from .common import (
+    act_then_show_status,
+    login_required,
+    project_for,
+    render_page,
+    require_perm,
+)
 
 __all__ = [
     "LabelAuditForm",
+    "label_audit_cancel",
     "label_audit_detail",
     "label_audit_list",
     "label_audit_queue",
@@ -112,12 +119,8 @@ def _audit_or_404(pk: int) -> LabelAudit:
     )
 
 
-@require_GET
-@login_required
-def label_audit_detail(request, pk):
-    require_perm(request.user, VIEW_PERM)
-    audit = _audit_or_404(pk)
-    context = {
+def _detail_context(audit: LabelAudit) -> dict:
+    return {
         "project": audit.project,
         "audit": audit,
         "queues": [
@@ -126,7 +129,32 @@ def label_audit_detail(request, pk):
         ],
         "default_sort_label": audits.SORTS[audits.DEFAULT_SORT][0],
     }
-    return render_page(request, "reviewapp/label_audit.html", "audit-status", context)
+
+
+@require_GET
+@login_required
+def label_audit_detail(request, pk):
+    require_perm(request.user, VIEW_PERM)
+    return render_page(
+        request, "reviewapp/label_audit.html", "audit-status", _detail_context(_audit_or_404(pk))
+    )
+
+
+@require_POST
+@login_required
+def label_audit_cancel(request, pk):
+    """Stop a queued or running audit; the one way out for an audit whose worker died."""
+    require_perm(request.user, START_PERM)
+    audit = _audit_or_404(pk)
+    return act_then_show_status(
+        request,
+        lambda: audits.label_audit_cancel(audit=audit, actor=request.user),
+        done=f"Label audit #{audit.pk} cancelled.",
+        obj=audit,
+        context=lambda: _detail_context(_audit_or_404(pk)),
+        page="reviewapp/label_audit.html",
+        partial="audit-status",
+    )
 
 
 def _queue_url(audit: LabelAudit, queue: str, **params) -> str:

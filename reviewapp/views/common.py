@@ -1,17 +1,20 @@
 """Helpers every page view shares: login, permission checks, page-or-partial rendering."""
 
+from collections.abc import Callable
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import patch_vary_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from ..models import Project
 
 __all__ = [
+    "act_then_show_status",
     "add_service_errors",
     "is_htmx",
     "login_required",
@@ -70,3 +73,24 @@ def add_service_errors(form, exc: ValidationError) -> None:
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)
+
+
+def act_then_show_status(
+    request, action: Callable[[], object], *, done: str, obj, context, page: str, partial: str
+):
+    """A button on a job's status card (cancel): run ``action``, then show the card again.
+
+    htmx gets the card's partial from ``context()``, read after the action, which says what
+    happened; a plain form post goes back to ``obj``'s page with ``done``, or the service's
+    refusal, as a message.
+    """
+    try:
+        action()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        if not request.htmx:
+            messages.info(request, done)
+    if request.htmx:
+        return render_page(request, page, partial, context())
+    return redirect(obj)

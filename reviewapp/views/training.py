@@ -9,7 +9,14 @@ from django_htmx.http import HttpResponseClientRedirect
 from .. import selectors, training
 from ..forms import TrainingRunForm
 from ..models import Project, TrainingRun
-from .common import add_service_errors, login_required, project_for, render_page, require_perm
+from .common import (
+    act_then_show_status,
+    add_service_errors,
+    login_required,
+    project_for,
+    render_page,
+    require_perm,
+)
 
 __all__ = [
     "training_run_cancel",
@@ -96,18 +103,15 @@ def training_run_detail(request, pk):
 def training_run_cancel(request, pk):
     require_perm(request.user, "reviewapp.change_trainingrun")
     run = _run_or_404(pk)
-    try:
-        training.training_run_cancel(run=run, actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        if not request.htmx:
-            messages.info(request, f"Run #{run.pk}: cancel requested.")
-    if request.htmx:
-        return render_page(
-            request, "reviewapp/training_run.html", "run-status", _run_context(_run_or_404(pk))
-        )
-    return redirect(run)
+    return act_then_show_status(
+        request,
+        lambda: training.training_run_cancel(run=run, actor=request.user),
+        done=f"Run #{run.pk}: cancel requested.",
+        obj=run,
+        context=lambda: _run_context(_run_or_404(pk)),
+        page="reviewapp/training_run.html",
+        partial="run-status",
+    )
 
 
 @require_POST

@@ -117,6 +117,7 @@ urlpatterns = [
     path("p/<slug:slug>/audits/", audits.label_audit_list, name="label-audit-list"),
     path("p/<slug:slug>/audits/new", audits.label_audit_start, name="label-audit-start"),
     path("audits/<int:pk>/", audits.label_audit_detail, name="label-audit"),
+    path("audits/<int:pk>/cancel", audits.label_audit_cancel, name="label-audit-cancel"),
     path(
         "audits/<int:pk>/issues/",
         audits.label_audit_queue,

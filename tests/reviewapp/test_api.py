@@ -896,6 +896,7 @@ def test_openapi_schema_lists_every_path_and_the_bearer_scheme():
         "/api/v1/predictions/{prediction_id}",
         "/api/v1/projects/{slug}/label-audits",
         "/api/v1/label-audits/{audit_id}",
+        "/api/v1/label-audits/{audit_id}/cancel",
         "/api/v1/label-audits/{audit_id}/scores",
     }
     assert schema["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"

@@ -171,6 +171,54 @@ def test_a_failing_fold_fails_the_audit_with_its_message(monkeypatch):
     assert not audit.scores.exists()
 
 
+def test_cancelling_a_running_audit_stops_its_jobs_and_keeps_no_scores(
+    django_capture_on_commit_callbacks,
+):
+    project = trainable_project(per_class=3)
+    trained(project)
+    audit = audits.label_audit_create(project=project, mode="fast", k=3, enqueue=False)
+    audits.label_audit_prepare(audit_id=audit.pk)
+    assert audits.label_audit_execute_fold(audit_id=audit.pk, fold=0) == "done"
+    assert audit.scores.exists() and audits._audit_dir(audit).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        audit = audits.label_audit_cancel(audit=audit, actor=reviewer(username="ines"))
+
+    assert (audit.status, audit.phase) == ("cancelled", "done") and audit.finished_at
+    assert audit.error_message == "Cancelled by ines after 1 of 3 folds."
+    assert not audit.scores.exists() and not audits._audit_dir(audit).exists()
+    # The jobs still queued skip it; a job failing now does not turn it into a failure.
+    assert audits.label_audit_execute_fold(audit_id=audit.pk, fold=1) == "skipped"
+    assert audits.label_audit_finish(audit_id=audit.pk) == "skipped"
+    audits._fail(audit.pk, "the worker lost a file")
+    audit.refresh_from_db()
+    assert audit.status == "cancelled" and not audit.scores.exists()
+    with pytest.raises(ValidationError, match="already cancelled"):
+        audits.label_audit_cancel(audit=audit)
+
+
+def test_an_audit_cancelled_while_it_embeds_the_images_keeps_nothing(monkeypatch):
+    import trainer
+
+    project = trainable_project(per_class=3)
+    trained(project)
+    audit = audits.label_audit_create(project=project, mode="fast", k=2, enqueue=False)
+    real_embed = trainer.embed
+
+    def embed_then_cancelled(*args, **kwargs):
+        features = real_embed(*args, **kwargs)
+        audits.label_audit_cancel(audit=audit)  # someone pressed Cancel meanwhile
+        return features
+
+    monkeypatch.setattr(trainer, "embed", embed_then_cancelled)
+
+    assert audits.label_audit_prepare(audit_id=audit.pk) == "skipped"
+
+    audit.refresh_from_db()
+    assert (audit.status, audit.phase, audit.snapshot) == ("cancelled", "done", [])
+    assert not audits._audit_dir(audit).exists()
+
+
 def _wait_for(predicate, timeout=180.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -322,6 +370,39 @@ def test_pages_need_the_permissions(client, audited):
     assert LabelAudit.objects.count() == 1
 
 
+def test_the_cancel_button_stops_an_unfinished_audit_in_place(client, audited):
+    audit, _ = audited
+    LabelAudit.objects.filter(pk=audit.pk).update(status="running", phase="folds")
+    client.force_login(reviewer(username="ines"))
+    page = client.get(reverse("label-audit", kwargs={"pk": audit.pk})).content.decode()
+    url = reverse("label-audit-cancel", kwargs={"pk": audit.pk})
+
+    cancelled = client.post(url, headers={"HX-Request": "true"}).content.decode()
+    again = client.post(url, follow=True)
+    queue = client.get(reverse("label-audit-issues", kwargs={"pk": audit.pk})).content.decode()
+
+    assert f'hx-post="{url}"' in page and "Cancel audit" in page
+    assert cancelled.lstrip().startswith('<section id="audit-status"')
+    assert "Cancelled by ines" in cancelled and "Cancel audit" not in cancelled
+    assert 'hx-trigger="every 1s"' not in cancelled  # it stops polling
+    assert "already cancelled" in again.content.decode()
+    assert "cancelled and has no scores" in queue and 'id="review-card-' not in queue
+    audit.refresh_from_db()
+    assert audit.status == "cancelled" and not audit.scores.exists()
+
+
+def test_a_user_who_cannot_start_audits_cannot_cancel_them(client, audited):
+    audit, _ = audited
+    LabelAudit.objects.filter(pk=audit.pk).update(status="running", phase="folds")
+    client.force_login(UserFactory())
+
+    response = client.post(reverse("label-audit-cancel", kwargs={"pk": audit.pk}))
+
+    assert response.status_code == 403
+    audit.refresh_from_db()
+    assert audit.status == "running" and audit.scores.exists()
+
+
 # API ------------------------------------------------------------------------------------
 
 
@@ -361,6 +442,20 @@ def test_api_starts_an_audit_and_refuses_bad_folds(client):
     assert refused.status_code == 400 and "k" in refused.json()["errors"]
     assert LabelAudit.objects.count() == 1
     assert AuditScore.objects.count() == 0
+
+
+def test_api_cancels_an_unfinished_audit_once(client, audited):
+    audit, _ = audited
+    LabelAudit.objects.filter(pk=audit.pk).update(status="pending", phase="queued")
+    headers = _token(reviewer())
+    url = f"/api/v1/label-audits/{audit.pk}/cancel"
+
+    cancelled = client.post(url, headers=headers)
+    again = client.post(url, headers=headers)
+
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["finished_at"]
+    assert again.status_code == 400 and "already cancelled" in again.json()["detail"]
 
 
 def test_a_redelivered_start_of_an_audit_still_preparing_prepares_again():

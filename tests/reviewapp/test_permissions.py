@@ -26,6 +26,7 @@ from reviewapp.models import (
     ApiToken,
     Category,
     Image,
+    LabelAudit,
     ModelVersion,
     Project,
     TrainingRun,
@@ -310,6 +311,7 @@ PAGES = [
     Row("label-audit-start",     "POST", LOGIN, 403,     302,     302,
         body=lambda w: {"mode": "fast", "k": 2}),
     Row("label-audit",           "GET",  LOGIN, 403,     200,     200, pk="audit"),
+    Row("label-audit-cancel",    "POST", LOGIN, 403,     302,     302, pk="audit"),
     Row("label-audit-issues",    "GET",  LOGIN, 403,     200,     200, pk="audit"),
     Row("label-audit-duplicates", "GET", LOGIN, 403,     200,     200, pk="audit"),
     Row("label-audit-outliers",  "GET",  LOGIN, 403,     200,     200, pk="audit"),
@@ -644,9 +646,14 @@ def _rollout_setup(w: World, *, live: bool) -> None:
 API_BODIES |= {"label_audit_start": lambda w: {"mode": "fast", "k": 2}}
 
 
+def _audit_running(w: World) -> None:
+    LabelAudit.objects.filter(pk=w.audit.pk).update(status="running", phase="folds")
+
+
 API_SETUP: dict[str, Callable[[World], None]] = {
     "model_version_stage": lambda w: _rollout_setup(w, live=False),
     "project_rollback": lambda w: _rollout_setup(w, live=True),
+    "label_audit_cancel": _audit_running,
 }
 
 
