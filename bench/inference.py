@@ -26,8 +26,8 @@ generated images in a temporary folder, and exported.
    Target: under 10 %. Shadow answers are queued for a background thread that answers them
    in batches when the worker is idle (or once 512 images wait), so back-to-back requests
    leave them for the pauses between phases; the stored counts show they all landed. The
-   live-only p50 of the first round (before any shadow answer) and of the second (after)
-   shows that answering shadows leaves the requests after them as fast.
+   live-only p50 of the first round (before any shadow answer) against that of the later
+   rounds shows that answering shadows leaves the requests after them as fast.
 
 It prints the numbers, the ratios and whether each target holds; it never fails on timing.
 """
