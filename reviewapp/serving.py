@@ -493,8 +493,8 @@ def _wait_for_idle() -> None:
     """Return once no request has run for SHADOW_IDLE_S, or the backlog is too long.
 
     It sleeps until the moment the process could first be idle, so under steady traffic
-    it wakes every SHADOW_IDLE_S, not once per request: a waking thread takes the GIL
-    from the request being answered.
+    it wakes every SHADOW_IDLE_S, not every 10 ms: each waking takes the GIL from the
+    request being answered.
     """
     while _shadow_backlog["images"] < SHADOW_BACKLOG_IMAGES:
         with _busy_lock:

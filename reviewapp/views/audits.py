@@ -143,7 +143,7 @@ def label_audit_detail(request, pk):
 @require_POST
 @login_required
 def label_audit_cancel(request, pk):
-    """Stop a queued or running audit; the one way out for an audit whose worker died."""
+    """Stop a queued or running audit, a stuck one included."""
     require_perm(request.user, START_PERM)
     audit = _audit_or_404(pk)
     return act_then_show_status(

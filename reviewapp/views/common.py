@@ -89,8 +89,8 @@ def act_then_show_status(
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        if not request.htmx:
+        if not is_htmx(request):
             messages.info(request, done)
-    if request.htmx:
+    if is_htmx(request):
         return render_page(request, page, partial, context())
     return redirect(obj)
