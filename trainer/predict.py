@@ -37,9 +37,20 @@ T = TypeVar("T")
 # requests went from p50 16.7 ms to 22.6 ms for the rest of the process's life once a second
 # thread had run a model (bench/inference.py). So a process runs every model call on one
 # thread.
-_inference = {"executor": None, "pid": 0}
+_inference: dict[str, ThreadPoolExecutor | None] = {"executor": None}
 _inference_lock = threading.Lock()
 _on_inference_thread = threading.local()
+
+
+def _forget_the_parents_thread() -> None:
+    """In a forked child (a Celery or gunicorn worker): none of the parent's threads came
+    along, and a lock another thread held at the fork would never be released."""
+    global _inference_lock
+    _inference_lock = threading.Lock()
+    _inference["executor"] = None
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_thread)
 
 
 def _mark_inference_thread() -> None:
@@ -52,15 +63,12 @@ def _is_inference_thread() -> bool:
 
 def _inference_executor() -> ThreadPoolExecutor:
     with _inference_lock:
-        # Per process: a forked child (a Celery or gunicorn worker) has none of its parent's
-        # threads, so it starts its own.
-        if _inference["executor"] is None or _inference["pid"] != os.getpid():
+        if _inference["executor"] is None:
             _inference["executor"] = ThreadPoolExecutor(
                 max_workers=1,
                 thread_name_prefix="loupe-inference",
                 initializer=_mark_inference_thread,
             )
-            _inference["pid"] = os.getpid()
         return _inference["executor"]
 
 
