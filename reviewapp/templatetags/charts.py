@@ -12,7 +12,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
-__all__ = ["line_chart_svg", "pct", "shade_level"]
+__all__ = ["chart_figure", "line_chart_svg", "pct", "shade_level"]
 
 SERIES_LABELS = {
     "train_loss": "Training loss",
@@ -194,9 +194,25 @@ def line_chart_svg(
         )
     scale = " (log scale)" if log else ""
     label = f"{title}{scale}, {n} epoch{'s' if n != 1 else ''}: " + "; ".join(summary)
+    return chart_figure(
+        parts,
+        size=(WIDTH, HEIGHT),
+        label=label,
+        title=title,
+        legend="".join(legend),
+        note=scale.strip(),
+    )
+
+
+def chart_figure(
+    parts: Sequence[str], *, size: tuple[int, int], label: str, title: str, legend: str, note=""
+) -> SafeString:
+    """The markup every chart shares: an SVG of ``parts`` read out as ``label``, under a
+    caption with its title, an optional note (the scale) and the legend's ``<li>`` keys."""
+    width, height = size
     svg = (
-        f'<svg class="chart__svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-        f'height="{HEIGHT}" role="img" aria-label="{escape(label)}" '
+        f'<svg class="chart__svg" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="{escape(label)}" '
         f'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">'
         + "".join(parts)
         + "</svg>"
@@ -205,8 +221,8 @@ def line_chart_svg(
         '<figure class="chart"><figcaption class="chart__caption"><span class="chart__title">'
         '{}{}</span><ul class="chart__legend">{}</ul></figcaption>{}</figure>',
         title,
-        format_html(' <span class="chart__scale">{}</span>', scale.strip()) if log else "",
-        mark_safe("".join(legend)),
+        format_html(' <span class="chart__scale">{}</span>', note) if note else "",
+        mark_safe(legend),
         mark_safe(svg),
     )
 

@@ -6,9 +6,9 @@ Plain markup like charts.py: no JavaScript, no CDN, so they render offline.
 from collections.abc import Sequence
 
 from django.utils.html import escape, format_html
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
-from .charts import SERIES_COLOURS, _format, _nice_ceiling
+from .charts import SERIES_COLOURS, _format, _nice_ceiling, chart_figure
 
 __all__ = ["bar_chart_svg", "grouped_bar_chart_svg", "rate_chart_svg"]
 
@@ -17,13 +17,6 @@ LEFT, RIGHT, TOP, BOTTOM = 52, 16, 14, 46
 
 
 def _frame(parts: list[str], label: str, title: str, legend: Sequence[tuple[str, str]] = ()):
-    svg = (
-        f'<svg class="chart__svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-        f'height="{HEIGHT}" role="img" aria-label="{escape(label)}" '
-        f'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">'
-        + "".join(parts)
-        + "</svg>"
-    )
     keys = "".join(
         format_html(
             '<li class="chart__key"><svg width="14" height="10" aria-hidden="true">'
@@ -33,13 +26,7 @@ def _frame(parts: list[str], label: str, title: str, legend: Sequence[tuple[str,
         )
         for name, colour in legend
     )
-    return format_html(
-        '<figure class="chart"><figcaption class="chart__caption"><span class="chart__title">'
-        '{}</span><ul class="chart__legend">{}</ul></figcaption>{}</figure>',
-        title,
-        mark_safe(keys),
-        mark_safe(svg),
-    )
+    return chart_figure(parts, size=(WIDTH, HEIGHT), label=label, title=title, legend=keys)
 
 
 def _axis(parts: list[str], top: float, percent: bool) -> None:
