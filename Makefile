@@ -11,8 +11,9 @@ INSTALLED := $(VENV)/.installed
 run: migrate
 	$(PY) manage.py loupe_run
 
+# Tests never try the network: weights fetches go to loopback servers the tests start.
 test: migrate
-	$(PY) -m pytest $(PYTEST_ARGS)
+	LOUPE_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 setup: $(INSTALLED)
 

@@ -286,9 +286,10 @@ def main() -> None:
         orders = {method: rank(probs, labels, method) for method in RANKINGS}
         cl_order, cl_flagged = cleanlab_order(probs, labels)
 
-        from trainer import confident_learning
+        from trainer import confident_learning, out_of_fold_trust
 
         estimate = confident_learning(probs, labels).estimated_issues
+        trust = out_of_fold_trust(labels, probs, class_names=vocab)
         methods = {
             "loupe": metrics(orders[DEFAULT_SORT], flipped, k),
             "fastai_in_sample": metrics(fastai_order, flipped, k),
@@ -306,6 +307,9 @@ def main() -> None:
             "loupe_rankings": rankings,
             "estimated_issues": {"loupe_confident_learning": estimate, "cleanlab": cl_flagged},
             "out_of_fold_accuracy_vs_given": round(float(np.mean(probs.argmax(1) == labels)), 4),
+            "chance_accuracy": round(trust.chance_accuracy, 4),
+            "issues_range": [trust.issues_low, trust.issues_high],
+            "weak": trust.weak,
         }
 
         if not args.no_retrain and test:
@@ -344,7 +348,14 @@ def main() -> None:
             f"{label:34} {row['precision_at_k']:>12.3f} {row['recall_at_k']:>10.3f} "
             f"{row['auroc']:>8.3f}"
         )
-    print(f"estimated issues: Loupe {estimate}, cleanlab {cl_flagged} (true {k})")
+    print(
+        f"estimated issues: Loupe {estimate} (range {trust.issues_low}-{trust.issues_high}), "
+        f"cleanlab {cl_flagged} (true {k})"
+    )
+    print(
+        f"out-of-fold accuracy {report['out_of_fold_accuracy_vs_given']:.3f} against "
+        f"{trust.chance_accuracy:.3f} by chance{': WEAK, ' + trust.warning if trust.weak else ''}"
+    )
     if "test_accuracy" in report:
         acc = report["test_accuracy"]
         print(

@@ -356,3 +356,18 @@ class AuditScoreAdmin(ReadOnlyAdmin):
     list_select_related = ("audit__project", "image__project", "label", "predicted")
     raw_id_fields = ("audit", "image", "label", "predicted")
     show_full_result_count = False
+
+
+# ImageNet weights: a file is stored only after its checks (Backbones page, manage.py weights).
+from .models import BackboneWeights, WeightsFetch  # noqa: E402
+
+
+@admin.register(BackboneWeights)
+class BackboneWeightsAdmin(ReadOnlyAdmin):
+    list_display = ("architecture", "file", "size", "origin", "source", "added_by", "added_at")
+
+
+@admin.register(WeightsFetch)
+class WeightsFetchAdmin(ReadOnlyAdmin):
+    list_display = ("architecture", "status", "progress_done", "progress_total", "created_at")
+    list_filter = ("status", "architecture")

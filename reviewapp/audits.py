@@ -288,12 +288,16 @@ def _fold_probabilities(audit: LabelAudit, fold: int) -> tuple[list[int], np.nda
     )
     media = Path(settings.MEDIA_ROOT)
     items = [(str(media / paths[row[0]]), row[1]) for row in audit.snapshot]
+    from .backbones import pretrained_weights_for
+
     held_out, scores = train_fold(
         items,
         folds,
         fold,
         TrainConfig.from_dict(audit.config),
         output_dir=_audit_dir(audit) / f"fold-{fold}",
+        # The base version's run fetched them if they could be had: no download per fold.
+        weights=pretrained_weights_for(audit.config, fetch=False),
     )
     # train() builds its vocab from every item it is given: the audit's sorted class names.
     return held_out, np.array([s.probabilities for s in scores], dtype=np.float64)
@@ -359,6 +363,7 @@ def _finish(audit: LabelAudit) -> str:
     labels = np.array([index[audit.snapshot[position[s.image_id]][1]] for s in scores])
     learning = confident_learning(probs, labels)
     margins = normalized_margin(probs, labels)
+    trust = _trust(audit, probs, labels)
     features = np.load(_embeddings_path(audit))
     groups = near_duplicates(features, DUPLICATE_THRESHOLD)
     outliers = outlier_scores(features, OUTLIER_NEIGHBOURS)
@@ -385,12 +390,36 @@ def _finish(audit: LabelAudit) -> str:
             estimated_issues=learning.estimated_issues,
             n_issues=int(learning.is_issue.sum()),
             thresholds=[round(float(t), 6) for t in learning.thresholds],
+            oof_accuracy=trust.accuracy,
+            chance_accuracy=trust.chance_accuracy,
+            version_accuracy=trust.version_accuracy,
+            issues_low=trust.issues_low,
+            issues_high=trust.issues_high,
+            trust=trust.to_dict(),
             n_duplicate_groups=len(splits_of),
             n_leaks=sum(1 for s in splits_of.values() if len(s) > 1),
             finished_at=timezone.now(),
         )
     shutil.rmtree(_audit_dir(audit), ignore_errors=True)
     return AuditOutcome.DONE
+
+
+def _trust(audit: LabelAudit, probs: np.ndarray, labels: np.ndarray):
+    """How far to trust the audit's order, with advice in terms of the base version's run."""
+    from trainer import out_of_fold_trust
+
+    version = audit.version
+    config = audit.config or version.config or {}
+    return out_of_fold_trust(
+        labels,
+        probs,
+        class_names=audit.vocab,
+        version_accuracy=version.accuracy,
+        fast=audit.mode == LabelAudit.Mode.FAST,
+        pretrained=version.pretrained,
+        epochs=config.get("epochs"),
+        image_size=config.get("image_size"),
+    )
 
 
 def label_audit_run_inline(*, audit_id: int) -> LabelAudit:

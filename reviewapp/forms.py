@@ -248,7 +248,8 @@ class TrainingRunForm(forms.Form):
 
     architecture = forms.ChoiceField(
         choices=[(a, a) for a in ARCHITECTURES],
-        help_text="resnet18 trains fastest; resnet34 is the lesson's choice.",
+        help_text="resnet18 trains fastest; resnet34 is the lesson's choice; mobilenet_v3_large "
+        "and efficientnet_b0 are light on a CPU; convnext_tiny is the most accurate.",
     )
     image_size = forms.IntegerField(
         min_value=16, max_value=1024, label="Image size (px)", help_text="Side of the square."
@@ -275,17 +276,28 @@ class TrainingRunForm(forms.Form):
     batch_size = forms.IntegerField(min_value=1, max_value=1024)
     pretrained = forms.ChoiceField(
         choices=[
-            ("auto", "Auto: ImageNet weights if cached, else from scratch"),
-            ("on", "On: require cached ImageNet weights"),
+            ("auto", "Auto: ImageNet weights (fetched if needed), else from scratch"),
+            ("on", "On: require ImageNet weights; fail without them"),
             ("off", "Off: train from scratch"),
         ],
         label="Pretrained weights",
-        help_text="Loupe never downloads weights; the run page says which was used.",
+        help_text="Weights come from Loupe's store (the Backbones page), or are fetched once; "
+        "the run page says which were used.",
     )
 
+    def __init__(self, *args, present: set[str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if present is not None:
+            # The choice says which architectures have their ImageNet weights at hand.
+            self.fields["architecture"].choices = [
+                (a, f"{a} (ImageNet weights present)" if a in present else f"{a} (no weights yet)")
+                for a in ARCHITECTURES
+            ]
+
     @classmethod
-    def for_config(cls, config, data=None) -> "TrainingRunForm":
-        return cls(data, initial={name: getattr(config, name) for name in cls.base_fields})
+    def for_config(cls, config, data=None, *, present=None) -> "TrainingRunForm":
+        initial = {name: getattr(config, name) for name in cls.base_fields}
+        return cls(data, initial=initial, present=present)
 
 
 # Rollout policy (approval, staged rollout and guardrails) ----------------------
@@ -348,3 +360,14 @@ class RolloutPolicyForm(forms.Form):
         except RolloutError as exc:
             raise forms.ValidationError(str(exc)) from None
         return ",".join(map(str, steps))
+
+
+class BackboneImportForm(forms.Form):
+    """An ImageNet weights file for an air-gapped site, e.g. torchvision's resnet18-f37072fd.pth."""
+
+    architecture = forms.ChoiceField(choices=[(a, a) for a in ARCHITECTURES])
+    file = forms.FileField(
+        label="Weights file (.pth)",
+        help_text="A state_dict, as torchvision publishes it. It is loaded with "
+        "torch.load(weights_only=True) and must fit the architecture.",
+    )

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 __all__ = [
     "ApiToken",
+    "BackboneWeights",
     "Category",
     "ClientToken",
     "Image",
@@ -21,9 +22,12 @@ __all__ = [
     "ModelVersion",
     "Prediction",
     "Project",
+    "QueueClaim",
     "RolloutEvent",
+    "Suggestion",
     "TrainingRun",
     "UploadBatch",
+    "WeightsFetch",
     "split_for",
 ]
 
@@ -94,6 +98,17 @@ class Project(models.Model):
         default=0.3,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Guardrail: share of predictions below the review confidence.",
+    )
+    # Labeling: how many cards a labeler claims at once, and for how long.
+    claim_size = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(200)],
+        help_text="Cards of the Label queue a labeler claims at once.",
+    )
+    claim_minutes = models.PositiveIntegerField(
+        default=15,
+        validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
+        help_text="Minutes a claim lasts without activity before others get the cards.",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -242,6 +257,14 @@ class LabelEvent(models.Model):
         Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     note = models.TextField(blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Someone else who held the card's queue claim when this decision was made.",
+    )
     version = models.ForeignKey(
         "ModelVersion",
         null=True,
@@ -362,8 +385,10 @@ class TrainingRun(models.Model):
     class Phase(models.TextChoices):
         QUEUED = "queued", "Waiting for a training worker"
         PREPARING = "preparing", "Checking images and building the DataBlock"
+        DOWNLOADING = "download", "Downloading ImageNet weights"
         TRAINING = "training", "Training"
         SCORING = "scoring", "Scoring every image"
+        SUGGESTING = "suggest", "Suggesting labels for unlabeled images"
         DONE = "done", "Done"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -477,6 +502,9 @@ class ModelVersion(models.Model):
         blank=True,
         help_text="Flagged scores as [label id, predicted id, split, count] rows.",
     )
+    # Labeling: the k-means centres of its unlabeled images' embeddings, so an image that
+    # arrives later joins the nearest cluster of the diverse order.
+    suggestion_centres = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -753,6 +781,23 @@ class LabelAudit(models.Model):
     n_duplicate_groups = models.PositiveIntegerField(null=True, blank=True)
     n_leaks = models.PositiveIntegerField(null=True, blank=True)
     thresholds = models.JSONField(default=list, blank=True, help_text="Per-class thresholds.")
+    # How far to trust the order (trainer.trust): None on audits finished before it.
+    oof_accuracy = models.FloatField(
+        null=True, blank=True, help_text="Out-of-fold accuracy against the given labels."
+    )
+    chance_accuracy = models.FloatField(
+        null=True, blank=True, help_text="The largest class's share: always guessing it."
+    )
+    version_accuracy = models.FloatField(
+        null=True, blank=True, help_text="The version's own validation accuracy."
+    )
+    issues_low = models.PositiveIntegerField(null=True, blank=True)
+    issues_high = models.PositiveIntegerField(null=True, blank=True)
+    trust = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="trainer.trust's whole assessment: per-class recall, warning, suggestions.",
+    )
     error_message = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -782,6 +827,11 @@ class LabelAudit(models.Model):
     @property
     def progress_percent(self) -> int:
         return min(100, round(100 * self.folds_done / self.k)) if self.k else 0
+
+    @property
+    def is_weak(self) -> bool:
+        """Its fold models were near chance: the order and the count say little."""
+        return bool(self.trust.get("weak"))
 
 
 class AuditScore(models.Model):
@@ -838,3 +888,141 @@ class AuditScore(models.Model):
     @property
     def in_training(self) -> bool:
         return False  # out-of-fold: the model that scored it never saw it
+
+
+class BackboneWeights(models.Model):
+    """The ImageNet weights file of one architecture in Loupe's shared storage."""
+
+    class Origin(models.TextChoices):
+        FETCHED = "fetched", "Fetched"
+        IMPORTED = "imported", "Imported"
+        TORCH_CACHE = "torch_cache", "Copied from the torch cache"
+
+    architecture = models.CharField(max_length=40, unique=True)
+    file = models.CharField(max_length=255, help_text="Relative to MEDIA_ROOT.")
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    origin = models.CharField(max_length=12, choices=Origin.choices)
+    source = models.CharField(max_length=500, help_text="The URL or file it came from.")
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    added_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["architecture"]
+        verbose_name_plural = "backbone weights"
+
+    def __str__(self):
+        return f"{self.architecture} weights ({self.sha256[:12]})"
+
+    @property
+    def filename(self) -> str:
+        return self.file.rsplit("/", 1)[-1]
+
+
+class WeightsFetch(models.Model):
+    """A background download of one architecture's weights, asked for on the Backbones page."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Queued"
+        RUNNING = "running", "Downloading"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    architecture = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["architecture", "status"])]
+
+    def __str__(self):
+        return f"Fetch of {self.architecture} weights ({self.get_status_display()})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.progress_total:
+            return 0
+        return min(100, round(100 * self.progress_done / self.progress_total))
+
+
+# Labeling new images ------------------------------------------------------------------
+
+
+class Suggestion(models.Model):
+    """A model version's suggested label for an unlabeled image, and what orders the queue."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="suggestions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="suggestions")
+    predicted = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confidence = models.FloatField()
+    margin = models.FloatField(help_text="Top probability minus the second.")
+    entropy = models.FloatField()
+    probabilities = models.JSONField(help_text="In the version's vocab order.")
+    embedding = models.BinaryField(help_text="float32 projection of the body's pooled features.")
+    cluster = models.PositiveIntegerField(default=0)
+    diverse_rank = models.PositiveIntegerField(
+        default=0, help_text="Place in the diverse order (0 first)."
+    )
+    random_key = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version", "image"], name="suggestion_unique_image")
+        ]
+        indexes = [
+            models.Index(fields=["version", "margin", "id"]),
+            models.Index(fields=["version", "-confidence", "id"]),
+            models.Index(fields=["version", "diverse_rank", "id"]),
+            models.Index(fields=["version", "random_key", "id"]),
+            models.Index(fields=["version", "predicted"]),
+        ]
+
+    def __str__(self):
+        return f"{self.version} suggests for image {self.image_id}"
+
+
+class QueueClaim(models.Model):
+    """A card of a queue held by one person for a while, so two never get the same cards."""
+
+    class Queue(models.TextChoices):
+        LABEL = "label", "Label queue"
+        REVIEW = "review", "Review queue"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="claims")
+    queue = models.CharField(max_length=10, choices=Queue.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "image"], name="claim_unique_image")
+        ]
+        indexes = [
+            models.Index(fields=["project", "queue", "expires_at"]),
+            models.Index(fields=["user", "queue", "expires_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.get_queue_display()} claim of image {self.image_id} by {self.user_id}"

@@ -179,6 +179,22 @@ def model_version_latest(*, project: Project) -> ModelVersion | None:
     return project.model_versions.order_by("-number").first()
 
 
+def model_version_trust(*, version: ModelVersion) -> dict | None:
+    """How far to trust the version's order (trainer.trust), from its validation metrics."""
+    from trainer import version_trust
+
+    metrics, config = version.metrics or {}, version.config or {}
+    trust = version_trust(
+        metrics.get("accuracy"),
+        metrics.get("per_class"),
+        n_classes=len(version.vocab or []),
+        pretrained=version.pretrained,
+        epochs=config.get("epochs"),
+        image_size=config.get("image_size"),
+    )
+    return trust.to_dict() if trust else None
+
+
 SCORE_ORDERS = {
     "loss": ("-loss", "id"),  # highest loss first: the likeliest label errors
     "confidence": ("confidence", "id"),  # least confident first

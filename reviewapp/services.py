@@ -18,6 +18,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.text import slugify
 
+from . import claims
 from .archives import ArchiveRejected, is_zip, iter_zip_members
 from .imaging import DecodedImage, ImageRejected, decode_image
 from .models import ApiToken, Category, Image, LabelEvent, ModelVersion, Project, UploadBatch
@@ -448,7 +449,17 @@ def uploads_ingest(
                 actor=actor,
             )
         )
+    if any(r.status == "imported" and not r.label for r in results):
+        suggestions_later(project=project)
     return results
+
+
+def suggestions_later(*, project: Project) -> None:
+    """New unlabeled images get the latest version's suggestions from a background job."""
+    if ModelVersion.objects.filter(project=project).exists():
+        from .tasks import suggestions_refresh_process
+
+        transaction.on_commit(lambda: suggestions_refresh_process.delay(project.pk))
 
 
 # Background uploads ---------------------------------------------------------------
@@ -648,6 +659,9 @@ def image_decide(
     image.revision += 1
     image.reviewed_at = now
     image.save(update_fields=["label", "status", "revision", "reviewed_at", "updated_at"])
+    held_by = claims.claim_holder(image_id=image.pk, actor=actor)
+    if image.label_id is not None or image.status == Image.Status.DELETED:
+        claims.claims_leave_label_queue(image_id=image.pk)  # labeled: it leaves the queue
     return LabelEvent.objects.create(
         project_id=image.project_id,
         image=image,
@@ -657,6 +671,7 @@ def image_decide(
         to_category=image.label,
         note=note[:1000],
         version=version,
+        claimed_by=held_by,
     )
 
 

@@ -206,6 +206,12 @@ LOUPE_TRAINING_HEARTBEAT_TIMEOUT = int(os.environ.get("LOUPE_TRAINING_HEARTBEAT_
 # Shadow versions answer when the web process is idle (off: within the request).
 LOUPE_SHADOW_ASYNC = _env_bool("LOUPE_SHADOW_ASYNC", True)
 
+# ImageNet weights: fetched from torchvision's URLs, or from a mirror holding the same file
+# names; LOUPE_OFFLINE=1 never tries the network (import the files instead).
+LOUPE_OFFLINE = _env_bool("LOUPE_OFFLINE", False)
+LOUPE_WEIGHTS_URL = os.environ.get("LOUPE_WEIGHTS_URL", "")
+LOUPE_WEIGHTS_TIMEOUT = float(os.environ.get("LOUPE_WEIGHTS_TIMEOUT", 30))
+
 # Ingest limits: every uploaded or imported file is checked against these.
 LOUPE_MAX_IMAGE_PIXELS = int(os.environ.get("LOUPE_MAX_IMAGE_PIXELS", 40_000_000))
 LOUPE_MAX_FILE_BYTES = int(os.environ.get("LOUPE_MAX_FILE_BYTES", 25 * 1024 * 1024))

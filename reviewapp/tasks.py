@@ -6,7 +6,13 @@ from django.conf import settings
 
 from . import services, training
 
-__all__ = ["demo_project_build", "training_run_process", "upload_batch_process"]
+__all__ = [
+    "demo_project_build",
+    "suggestions_refresh_process",
+    "training_run_process",
+    "upload_batch_process",
+    "weights_fetch_process",
+]
 
 # How long a run waits before asking again when another run of its project is training.
 BUSY_RETRY_SECONDS = 15
@@ -15,6 +21,21 @@ BUSY_RETRY_SECONDS = 15
 @shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=3600, time_limit=3700)
 def upload_batch_process(batch_id: int) -> None:
     services.upload_batch_run(batch_id=batch_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=3600, time_limit=3700)
+def weights_fetch_process(fetch_id: int) -> None:
+    from .backbones import weights_fetch_execute
+
+    weights_fetch_execute(fetch_id=fetch_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, soft_time_limit=3600, time_limit=3700)
+def suggestions_refresh_process(project_id: int) -> None:
+    """Suggest labels for images that arrived after the latest version was trained."""
+    from .labeling import suggestions_refresh
+
+    suggestions_refresh(project_id=project_id)
 
 
 @shared_task(acks_late=True, soft_time_limit=1800, time_limit=1900)

@@ -412,9 +412,11 @@ def training_run_execute(
     try:
         with _Heartbeat(run_id, settings.LOUPE_TRAINING_HEARTBEAT_SECONDS):
             items = _snapshot(run)
-            result = _train(run, items, output_dir, progress)
+            weights = _pretrained_weights(run, progress)
+            result = _train(run, items, output_dir, progress, weights)
             version = _version_create(run, result, output_dir)
             _version_score(version, run, progress)
+            _version_suggest(version, progress)
     except TrainingCancelled:
         _discard(run)
         asked = TrainingRun.objects.values_list("error_message", flat=True).get(pk=run_id)
@@ -454,7 +456,50 @@ def _soft_time_limit() -> type[BaseException]:
     return SoftTimeLimitExceeded
 
 
-def _train(run: TrainingRun, items, output_dir: Path, progress: _Progress):
+def _version_suggest(version: ModelVersion, progress: _Progress) -> None:
+    """Suggest labels for the project's unlabeled images: the Label queue's cards."""
+    from trainer import TrainingCancelled
+
+    from .labeling import suggestions_score
+
+    def told(done: int, total: int) -> None:
+        if done == 0:
+            progress.phase(TrainingRun.Phase.SUGGESTING, total)
+        else:
+            TrainingRun.objects.filter(pk=progress.run_id).update(progress_done=done)
+            progress.told()
+
+    suggestions_score(version=version, on_progress=told, should_stop=progress.should_stop)
+    if progress.should_stop():
+        raise TrainingCancelled("Cancelled while suggesting labels.")
+
+
+def _pretrained_weights(run: TrainingRun, progress: _Progress):
+    """The run's ImageNet weights from the store, or downloaded as a phase of its own."""
+    from trainer import TrainingCancelled
+
+    from .backbones import pretrained_weights_for
+
+    downloading = False
+
+    def started() -> None:
+        nonlocal downloading
+        downloading = True
+        progress.phase(TrainingRun.Phase.DOWNLOADING, 0)
+
+    def received(done: int, total: int) -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(progress_done=done, progress_total=total)
+        progress.told()
+        if progress.should_stop():
+            raise TrainingCancelled("Cancelled while downloading the weights.")
+
+    weights = pretrained_weights_for(run.config, on_download_start=started, on_progress=received)
+    if downloading:
+        progress.phase(TrainingRun.Phase.PREPARING, 0)
+    return weights
+
+
+def _train(run: TrainingRun, items, output_dir: Path, progress: _Progress, weights=None):
     from trainer import TrainConfig, train
 
     config = TrainConfig.from_dict(run.config)
@@ -464,6 +509,7 @@ def _train(run: TrainingRun, items, output_dir: Path, progress: _Progress):
         output_dir=output_dir,
         on_progress=progress.training,
         should_stop=progress.should_stop,
+        weights=weights,
     )
 
 
@@ -490,7 +536,7 @@ def _version_create(run: TrainingRun, result, output_dir: Path) -> ModelVersion:
         metrics=result.metrics_dict(),
         confusion_matrix=result.confusion_matrix,
         pretrained=result.pretrained,
-        pretrained_note=result.pretrained_note,
+        pretrained_note=result.pretrained_note[:255],
         snapshot_sha256=run.snapshot_sha256,
     )
 

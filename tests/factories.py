@@ -282,16 +282,20 @@ def prediction_rows(version, n, *, label="cat", confidence=0.9, review="", reque
 # Label audits -------------------------------------------------------------------
 
 
-def finished_audit(project: Project, version=None, rows=None, *, mode="fast", k=2):
+def finished_audit(project: Project, version=None, rows=None, *, mode="fast", k=2, trust=True):
     """A succeeded label audit with hand-made out-of-fold scores, for pages that read them.
 
     ``rows``: [(image, predicted category, p(given label), duplicate group or None)]; by
-    default every labeled image, predicted as labeled with p 0.9. The audit jobs themselves
-    are tested on real models in tests/reviewapp/test_label_audits.py.
+    default every labeled image, predicted as labeled with p 0.9. ``trust``: assess them as
+    the finishing job does (False: an audit finished before trust checks). The audit jobs
+    themselves are tested on real models in tests/reviewapp/test_label_audits.py.
     """
     import math
 
+    import numpy as np
+
     from reviewapp.models import AuditScore, LabelAudit
+    from trainer import out_of_fold_trust
 
     version = version or project.model_versions.order_by("-number").first()
     categories = list(project.categories.order_by("name"))
@@ -342,7 +346,51 @@ def finished_audit(project: Project, version=None, rows=None, *, mode="fast", k=
         )
     audit.n_issues = audit.scores.filter(is_issue=True).count()
     audit.estimated_issues = audit.n_issues
+    if trust:
+        scores = list(audit.scores.select_related("label").order_by("id"))
+        assessed = out_of_fold_trust(
+            np.array([vocab.index(s.label.name) for s in scores]),
+            np.array([s.probabilities for s in scores]),
+            class_names=vocab,
+            version_accuracy=version.accuracy,
+            fast=mode == "fast",
+            pretrained=version.pretrained,
+        )
+        audit.oof_accuracy, audit.chance_accuracy = assessed.accuracy, assessed.chance_accuracy
+        audit.version_accuracy = assessed.version_accuracy
+        audit.issues_low, audit.issues_high = assessed.issues_low, assessed.issues_high
+        audit.trust = assessed.to_dict()
     audit.n_duplicate_groups = len(groups)
     audit.n_leaks = sum(1 for s in groups.values() if len(s) > 1)
     audit.save()
     return audit
+
+
+def suggested_version(project: Project, rows, number: int | None = None):
+    """A version row with hand-made suggestions for unlabeled images:
+    [(image, predicted category, confidence, margin), ...]; diverse rank and random key
+    follow the given order unless the test sets them."""
+    import numpy as np
+
+    from reviewapp.models import Suggestion
+
+    version = scored_version(project, [], number=number)
+    categories = list(project.categories.order_by("name"))
+    for n, (image, predicted, confidence, margin) in enumerate(rows):
+        probabilities = [
+            confidence if c == predicted else (1 - confidence) / max(1, len(categories) - 1)
+            for c in categories
+        ]
+        Suggestion.objects.create(
+            version=version,
+            image=image,
+            predicted=predicted,
+            confidence=confidence,
+            margin=margin,
+            entropy=0.5,
+            probabilities=probabilities,
+            embedding=np.zeros(64, dtype=np.float32).tobytes(),
+            diverse_rank=n,
+            random_key=len(rows) - n,
+        )
+    return version

@@ -13,13 +13,15 @@ from .config import (
     ConfigError,
     EpochMetrics,
     ItemScore,
+    PretrainedWeights,
     TrainConfig,
     TrainingCancelled,
     TrainingError,
     TrainResult,
 )
 
-# Out-of-fold scoring (trainer/folds.py) and label rankings (trainer/ranking.py).
+# Out-of-fold scoring (trainer/folds.py), label rankings (trainer/ranking.py) and how far
+# to trust them (trainer/trust.py).
 _FOLDS = ("assign_folds", "embed", "fit_linear_folds", "train_fold")
 _RANKING = (
     "DEFAULT_RANKING",
@@ -32,6 +34,7 @@ _RANKING = (
     "rank",
     "self_confidence",
 )
+_TRUST = ("Trust", "issue_range", "out_of_fold_trust", "version_trust")
 
 _LEARNING = (
     "iter_scores",
@@ -51,6 +54,7 @@ __all__ = [
     "ConfigError",
     "EpochMetrics",
     "ItemScore",
+    "PretrainedWeights",
     "TrainConfig",
     "TrainResult",
     "TrainingCancelled",
@@ -59,6 +63,7 @@ __all__ = [
     *_PREDICT,
     *_FOLDS,
     *_RANKING,
+    *_TRUST,
 ]
 
 
@@ -69,6 +74,8 @@ def __getattr__(name: str):
         return getattr(import_module(".folds", __name__), name)
     if name in _RANKING:
         return getattr(import_module(".ranking", __name__), name)
+    if name in _TRUST:
+        return getattr(import_module(".trust", __name__), name)
     if name in _PREDICT:
         return getattr(import_module(".predict", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,18 +10,33 @@ from typing import Any
 
 __all__ = [
     "ARCHITECTURES",
+    "BACKBONE_FILES",
+    "BACKBONE_URL",
     "PRETRAINED_CHOICES",
     "RESIZE_METHODS",
     "ConfigError",
     "EpochMetrics",
     "ItemScore",
+    "PretrainedWeights",
     "TrainConfig",
     "TrainResult",
     "TrainingCancelled",
     "TrainingError",
 ]
 
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50")
+# torchvision's published ImageNet weights for each backbone Loupe offers (its DEFAULT
+# weights); tests/trainer/test_weights.py checks these against torchvision's registry.
+BACKBONE_URL = "https://download.pytorch.org/models/"
+BACKBONE_FILES = {
+    "resnet18": "resnet18-f37072fd.pth",
+    "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-11ad3fa6.pth",
+    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "convnext_tiny": "convnext_tiny-983f1562.pth",
+    "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth",
+    "regnet_y_800mf": "regnet_y_800mf-58fc7688.pth",
+}
+ARCHITECTURES = tuple(BACKBONE_FILES)
 RESIZE_METHODS = ("crop", "pad", "squish", "random_resized_crop")
 PRETRAINED_CHOICES = ("auto", "on", "off")
 
@@ -59,7 +74,7 @@ class TrainConfig:
     learning_rate: float | None = 2e-3  # None: use the lr finder's suggestion
     batch_size: int = 32
     seed: int = 42
-    pretrained: str = "auto"  # auto: use cached weights when present
+    pretrained: str = "auto"  # auto: ImageNet weights when they can be had, else from scratch
 
     def __post_init__(self):
         self.validate()
@@ -96,6 +111,15 @@ class TrainConfig:
         """Build from a stored snapshot, ignoring keys this version does not know."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class PretrainedWeights:
+    """The ImageNet weights a run should fine-tune from, as its caller found them."""
+
+    path: Path | None  # None: none could be had, and ``note`` says why
+    sha256: str = ""  # checked before the file is read, when given
+    note: str = ""
 
 
 def _finite(value: float) -> float | None:
@@ -138,6 +162,7 @@ class TrainResult:
     n_train: int
     n_valid: int
     sha256: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"  # "fp16 mixed" when trained with to_fp16() on a GPU
 
     def metrics_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +174,7 @@ class TrainResult:
             "pretrained": self.pretrained,
             "pretrained_note": self.pretrained_note,
             "device": self.device,
+            "precision": self.precision,
             "learning_rate": self.learning_rate,
             "n_train": self.n_train,
             "n_valid": self.n_valid,

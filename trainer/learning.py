@@ -11,7 +11,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -39,11 +38,13 @@ from .config import (
     ConfigError,
     EpochMetrics,
     ItemScore,
+    PretrainedWeights,
     TrainConfig,
     TrainingCancelled,
     TrainingError,
     TrainResult,
 )
+from .precision import forward, half_is_close
 
 __all__ = [
     "Item",
@@ -69,24 +70,92 @@ def pick_device() -> torch.device:
 
 
 def cached_weights_path(architecture: str) -> Path:
-    """Where torchvision keeps this architecture's ImageNet weights in the local cache."""
-    weights = get_model_weights(architecture).DEFAULT
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    """Where torch.hub keeps this architecture's ImageNet weights on this machine."""
+    from .weights import hub_cache_path, spec_for
+
+    return hub_cache_path(spec_for(architecture))
 
 
-def _resolve_pretrained(config: TrainConfig) -> tuple[bool, str]:
+def _resolve_pretrained(
+    config: TrainConfig, weights: PretrainedWeights | None = None
+) -> tuple[Path | None, str]:
+    """The weights file to fine-tune from (None: from scratch) and the note saying which."""
+    from .weights import WeightsError, check_hash_prefix, sha256_file, spec_for
+
     if config.pretrained == "off":
-        return False, "trained from scratch (pretrained weights turned off)"
-    path = cached_weights_path(config.architecture)
-    if path.exists():
-        return True, f"fine-tuned from ImageNet weights ({path.name})"
-    if config.pretrained == "on":
+        return None, "trained from scratch (pretrained weights turned off)"
+    if weights is None:
+        # Nobody resolved them for us: torch.hub's cache is the only place to look.
+        path = cached_weights_path(config.architecture)
+        if path.exists():
+            try:
+                check_hash_prefix(spec_for(config.architecture), sha256_file(path))
+            except WeightsError as exc:
+                weights = PretrainedWeights(None, note=f"{path} is damaged: {exc}")
+            else:
+                weights = PretrainedWeights(path, note=f"from the torch cache ({path.parent})")
+        else:
+            weights = PretrainedWeights(
+                None, note=f"no {config.architecture} weights in {path.parent}"
+            )
+    if weights.path is None:
+        if config.pretrained == "on":
+            raise TrainingError(
+                f"Pretrained {config.architecture} weights are required (pretrained 'on') but "
+                f"could not be had: {weights.note}. Fetch or import them on the Backbones page "
+                "(manage.py weights), or train with pretrained 'auto' or 'off'."
+            )
+        return None, f"trained from scratch: {weights.note}"
+    path = Path(weights.path)
+    digest = sha256_file(path)
+    if weights.sha256 and digest != weights.sha256:
         raise TrainingError(
-            f"Pretrained {config.architecture} weights are not in the local torch cache "
-            f"({path}); Loupe never downloads them. Copy the file there, or train with "
-            "pretrained 'auto' or 'off'."
+            f"Refusing the weights file {path.name}: its sha256 is {digest[:12]}..., not the "
+            f"{weights.sha256[:12]}... recorded when it was stored."
         )
-    return False, f"trained from scratch: no {config.architecture} weights in {path.parent}"
+    return path, f"fine-tuned from ImageNet weights {path.name} (sha256 {digest})"
+
+
+def _backbone_meta(architecture: str) -> dict:
+    """fastai's model_meta for the architecture; the ones fastai does not list get the cut,
+    split and normalisation statistics of their torchvision weights."""
+    from fastai.vision.learner import _default_meta, model_meta
+
+    arch = getattr(models, architecture)
+    if arch in model_meta:
+        return model_meta[arch]
+    transforms = get_model_weights(architecture).DEFAULT.transforms()
+    return {
+        **_default_meta,
+        "stats": (list(transforms.mean), list(transforms.std)),
+        "weights": "DEFAULT",
+    }
+
+
+class _BackboneFromFile:
+    """A torchvision builder that reads its ImageNet weights from a checked file, not the hub."""
+
+    def __init__(self, architecture: str, path: Path | None):
+        self.architecture, self.path = architecture, path
+
+    def __call__(self, weights=None, **kwargs):
+        from .weights import build_backbone
+
+        return build_backbone(self.architecture, self.path if weights else None)
+
+
+def _vision_learner(dls, config: TrainConfig, weights_path: Path | None, **kwargs):
+    """``vision_learner`` with Loupe's weights file and the architecture's own statistics."""
+    from fastai.vision.learner import model_meta
+
+    builder = _BackboneFromFile(config.architecture, weights_path)
+    model_meta[builder] = _backbone_meta(config.architecture)
+    try:
+        learn = vision_learner(dls, builder, pretrained=weights_path is not None, **kwargs)
+    finally:
+        del model_meta[builder]
+    learn.arch = getattr(models, config.architecture)  # what export pickles: not the builder
+    return learn
 
 
 def _is_valid(item: Item) -> bool:
@@ -264,13 +333,19 @@ def train(
     output_dir: Path,
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    weights: PretrainedWeights | None = None,
 ) -> TrainResult:
-    """Fit ``vision_learner`` + ``fine_tune`` on ``items``; artifacts go to ``output_dir``."""
+    """Fit ``vision_learner`` + ``fine_tune`` on ``items``; artifacts go to ``output_dir``.
+
+    ``weights``: the ImageNet weights file the caller found (or why none); without it the
+    torch hub cache is looked in.
+    """
     config.validate()
     started = time.monotonic()
     vocab, n_train, n_valid = _check_items(items)
     _check_readable(path for path, _, _ in items)
-    pretrained, pretrained_note = _resolve_pretrained(config)
+    weights_path, pretrained_note = _resolve_pretrained(config, weights)
+    pretrained = weights_path is not None
     device = pick_device()
     _seed_everything(config.seed)
     dls = _dataloaders(items, config, vocab, device)
@@ -280,13 +355,10 @@ def train(
     progress = LoupeProgress(
         on_progress or (lambda *a: None), should_stop or (lambda: False), total
     )
-    learn = vision_learner(
-        dls,
-        getattr(models, config.architecture),
-        pretrained=pretrained,
-        metrics=[error_rate, accuracy],
-        cbs=[progress],
+    learn = _vision_learner(
+        dls, config, weights_path, metrics=[error_rate, accuracy], cbs=[progress]
     )
+    precision = _use_gpu_precision(learn, device)
     learn.path = Path(output_dir)
     with learn.no_bar(), learn.no_logging():
         learning_rate = config.learning_rate
@@ -308,6 +380,8 @@ def train(
     predicted = torch.cat(progress.valid_predicted)
     targets = torch.cat(progress.valid_targets)
     learn.remove_cb(progress)
+    if device.type == "cuda":
+        learn.to_contiguous(to_fp32=True)  # the export is served in fp32, on any device
     matrix = _confusion(targets, predicted, len(vocab))
     error = float((predicted != targets).float().mean())
 
@@ -343,7 +417,16 @@ def train(
         n_train=n_train,
         n_valid=n_valid,
         sha256=sha256,
+        precision=precision,
     )
+
+
+def _use_gpu_precision(learn, device) -> str:
+    """On a GPU, mixed precision and channels_last (tensor cores); on the CPU, plain fp32."""
+    if device.type != "cuda":
+        return "fp32"
+    learn.to_channelslast()  # adds fastai's MixedPrecision (fp16) too
+    return "fp16 mixed, channels_last"
 
 
 def load_learner_checked(export_path: Path, expected_sha256: str | None = None, *, device=None):
@@ -382,6 +465,7 @@ def iter_scores(
     learn = load_learner_checked(export_path, expected_sha256, device=device)
     vocab = list(learn.dls.vocab)
     index = {name: i for i, name in enumerate(vocab)}
+    half: bool | None = None
     pending = iter(items)
     while chunk := list(itertools.islice(pending, batch_size * _BATCHES_PER_LOADER)):
         # test_dl applies the validation transforms only: no augmentation.
@@ -390,14 +474,17 @@ def iter_scores(
         for (xb,) in dl:
             batch = chunk[start : start + len(xb)]
             start += len(batch)
-            yield from _score_batch(learn.model, xb.to(device), batch, index, vocab)
+            xb = xb.to(device).as_subclass(torch.Tensor)
+            if half is None:  # decided on the first batch: fp16 only where it answers as fp32
+                half = half_is_close(learn.model, xb)
+            yield from _score_batch(learn.model, xb, batch, index, vocab, half=half)
 
 
-def _score_batch(model, xb, batch, index, vocab) -> list[ItemScore]:
+def _score_batch(model, xb, batch, index, vocab, *, half: bool = False) -> list[ItemScore]:
     targets = [index.get(label, -100) for _, label in batch]
     with torch.inference_mode():
         # A plain tensor: fastai's TensorImage dispatch costs time in every layer and element.
-        logits = model(xb.as_subclass(torch.Tensor)).float()
+        logits = forward(model, xb.as_subclass(torch.Tensor), half=half)
         probs = torch.softmax(logits, dim=1)
         losses = F.cross_entropy(
             logits,

@@ -25,6 +25,7 @@ from PIL import Image as PILImage
 
 from .config import TrainingError
 from .learning import load_learner_checked, pick_device, sha256_file
+from .precision import forward, half_is_close
 
 __all__ = ["ArtifactMismatch", "ImagePrediction", "Predictor", "on_inference_thread"]
 
@@ -139,6 +140,7 @@ class Predictor:
         self.learn, self.device, self.sha256, self.path = learn, device, sha256, path
         self.vocab: list[str] = [str(name) for name in learn.dls.vocab]
         self.model = learn.model.to(device).eval()
+        self.half: bool | None = None  # fp16 on a GPU if the first batch answers as fp32
         self._waiting: deque[_Waiting] = deque()
         self._waiting_lock = threading.Lock()
         self._answering = False  # a call to _answer_waiting is queued or running
@@ -248,9 +250,12 @@ class Predictor:
         # learn.predict does, so probabilities match it.
         dl = self.learn.dls.test_dl([_as_item(i) for i in images], bs=len(images), num_workers=0)
         (xb,) = dl.one_batch()
+        xb = xb.to(self.device).as_subclass(torch.Tensor)
+        if self.half is None:
+            self.half = half_is_close(self.model, xb)
         with torch.inference_mode():
             # A plain tensor: fastai's TensorImage dispatch costs time in every layer.
-            logits = self.model(xb.to(self.device).as_subclass(torch.Tensor)).float()
+            logits = forward(self.model, xb, half=self.half)
             probs = torch.softmax(logits, dim=1)
             energy = -torch.logsumexp(logits, dim=1)
             confidence, predicted = probs.max(dim=1)

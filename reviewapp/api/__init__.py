@@ -52,6 +52,10 @@ api.add_router("", rollout_api.router)
 from . import audits as audits_api  # noqa: E402
 
 api.add_router("", audits_api.router)
+# Labeling new images: the Label queue with the model's suggestions.
+from . import labeling as labeling_api  # noqa: E402
+
+api.add_router("", labeling_api.router)
 
 
 # Last, so it only sees paths no router matched: a typo gets JSON, not Django's HTML page.

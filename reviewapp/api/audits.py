@@ -42,10 +42,26 @@ class LabelAuditOut(Schema):
     phase: str
     folds_done: int
     n_images: int
-    estimated_issues: int | None = Field(description="Confident learning's estimate.")
+    estimated_issues: int | None = Field(
+        description="Confident learning's estimate; see issues_range and weak before using it."
+    )
     n_issues: int | None = Field(description="Images confident learning flags.")
     n_duplicate_groups: int | None
     n_leaks: int | None = Field(description="Duplicate groups across train and valid.")
+    oof_accuracy: float | None = Field(description="Out-of-fold accuracy on the given labels.")
+    chance_accuracy: float | None = Field(
+        description="The largest class's share: the accuracy of always guessing it."
+    )
+    version_accuracy: float | None = Field(description="The version's validation accuracy.")
+    issues_range: list[int] | None = Field(
+        description="[low, high] wrong labels: clear disagreements to every disagreement."
+    )
+    weak: bool | None = Field(
+        description="The fold models are near chance: the order and the count say little."
+    )
+    warning: str = Field(description="Why the order is weak, in words; empty if it is not.")
+    weak_classes: list[str]
+    suggestions: list[str] = Field(description="What would make the audit more telling.")
     default_sort: str
     error_message: str
     created_by: str | None
@@ -85,6 +101,16 @@ def _audit_out(request, audit: LabelAudit) -> dict:
         "n_issues": audit.n_issues,
         "n_duplicate_groups": audit.n_duplicate_groups,
         "n_leaks": audit.n_leaks,
+        "oof_accuracy": audit.oof_accuracy,
+        "chance_accuracy": audit.chance_accuracy,
+        "version_accuracy": audit.version_accuracy,
+        "issues_range": (
+            [audit.issues_low, audit.issues_high] if audit.issues_low is not None else None
+        ),
+        "weak": audit.trust.get("weak"),
+        "warning": audit.trust.get("warning", ""),
+        "weak_classes": audit.trust.get("weak_classes", []),
+        "suggestions": audit.trust.get("suggestions", []),
         "default_sort": audits.DEFAULT_SORT,
         "error_message": audit.error_message,
         "created_by": audit.created_by.get_username() if audit.created_by else None,

@@ -43,13 +43,25 @@ class BulkItemIn(InputSchema):
     revision: int
 
 
+ACCEPT = "accept_suggestion"
+
+
 class BulkDecisionIn(InputSchema):
-    action: Literal[services.DECISION_ACTIONS]
+    action: Literal[(*services.DECISION_ACTIONS, ACCEPT)] = Field(
+        description="accept_suggestion labels each image with the suggestion of ``version`` "
+        "(default: the latest), for the images sent or, with ``min_confidence``, for every "
+        "unlabeled image suggested at least that confidently."
+    )
     label: str | None = Field(None, description="The new category's name; relabel only.")
     version: int | None = Field(
         None, description="The id of the model version whose queue you decided in."
     )
-    images: list[BulkItemIn] = Field(min_length=1, max_length=MAX_BULK)
+    images: list[BulkItemIn] = Field(
+        default_factory=list, max_length=MAX_BULK, description="Needed but for min_confidence."
+    )
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=1.0, description="accept_suggestion only: instead of ``images``."
+    )
 
 
 class LabelEventOut(Schema):
@@ -205,6 +217,12 @@ def images_decide(request, slug: str, payload: BulkDecisionIn):
     """
     require_perm(request, "reviewapp.change_image", "decide on images")
     project = project_or_404(slug)
+    if payload.action == ACCEPT:
+        return _suggestions_accept(request, project, payload)
+    if payload.min_confidence is not None:
+        raise ValidationError({"min_confidence": f"Only with '{ACCEPT}'."})
+    if not payload.images:
+        raise ValidationError({"images": "Send at least one image."})
     label = _label_for(project, payload.action, payload.label)
     version = _version_for(project, payload.version)
     ids = [item.id for item in payload.images]
@@ -239,8 +257,50 @@ def images_decide(request, slug: str, payload: BulkDecisionIn):
                     "event_id": None,
                 }
             )
+    return _bulk_out(results)
+
+
+def _bulk_out(results: list[dict]) -> dict:
     applied = sum(r["ok"] for r in results)
     return {"results": results, "applied": applied, "refused": len(results) - applied}
+
+
+def _suggestions_accept(request, project: Project, payload: BulkDecisionIn) -> dict:
+    from .. import labeling
+
+    if payload.label:
+        raise ValidationError({"label": f"'{ACCEPT}' takes each image's suggestion, no label."})
+    if bool(payload.images) == (payload.min_confidence is not None):
+        raise ValidationError(
+            {"images": f"'{ACCEPT}' takes either images or min_confidence, not both or none."}
+        )
+    version = _version_for(project, payload.version) or labeling.latest_version(project)
+    if version is None:
+        raise ValidationError({"version": "The project has no model version: no suggestions."})
+    pairs = [(i.id, i.revision) for i in payload.images]
+    in_project = set(
+        project.images.filter(pk__in=[p for p, _ in pairs]).values_list("pk", flat=True)
+    )
+    outside = [p for p, _ in pairs if p not in in_project]
+    decided = labeling.suggestions_accept(
+        version=version,
+        actor=request.auth,
+        images=[p for p in pairs if p[0] in in_project] if pairs else None,
+        min_confidence=payload.min_confidence,
+    )
+    results = [
+        {"image_id": r.image_id, "ok": r.ok, "message": r.message, "event_id": r.event_id}
+        for r in decided
+    ] + [
+        {
+            "image_id": pk,
+            "ok": False,
+            "message": f"No image {pk} in project '{project.slug}'; nothing was applied.",
+            "event_id": None,
+        }
+        for pk in outside
+    ]
+    return _bulk_out(results)
 
 
 @router.get(

@@ -11,7 +11,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import demo, selectors, services, tasks, training
+from .. import demo, labeling, selectors, services, tasks, training
+from ..backbones import present_architectures
 from ..forms import (
     DATABLOCK_FIELDS,
     ProjectCreateForm,
@@ -116,8 +117,11 @@ def project_detail(request, slug):
         context["recent_batches"] = project.upload_batches.select_related("created_by")[:5]
         context["latest_version"] = selectors.model_version_latest(project=project)
         context["active_runs"] = selectors.training_run_active(project=project)
+        context["label_summary"] = labeling.label_summary(project=project)
         if request.user.has_perm("reviewapp.add_trainingrun"):
-            context["train_form"] = TrainingRunForm.for_config(training.train_config_for(project))
+            context["train_form"] = TrainingRunForm.for_config(
+                training.train_config_for(project), present=present_architectures()
+            )
     return render_page(request, "reviewapp/project_detail.html", "project-counts", context)
 
 

@@ -12,6 +12,7 @@ from .. import selectors, services
 from ..models import AuditScore, Category, Image, ImageScore, LabelAudit, ModelVersion, Project
 from ..selectors import ReviewFilters
 from .common import login_required, project_for, render_page, require_perm
+from .labeling import label_card_response
 
 __all__ = ["image_decide", "image_undo", "review_bulk", "review_queue", "review_url"]
 
@@ -109,6 +110,7 @@ def review_queue(request, slug):
         )
         context.update(
             page=page,
+            trust=selectors.model_version_trust(version=version),
             progress=selectors.review_progress(version=version, filters=filters),
             next_url=(
                 review_url(project, version=version.pk, **shown, after=page.next_cursor)
@@ -164,6 +166,9 @@ def _card_response(request, image, version, *, status=200, **extra):
         elif done := extra.get("done"):
             messages.success(request, f"Image #{image.pk}: {done}.")
         return redirect(_safe_next(request) or image.get_absolute_url())
+    if request.POST.get("queue") == "label":
+        extra.pop("audit", None)
+        return label_card_response(request, image, version, status=status, **extra)
     context = _card_context(request, image, version, **extra)
     return render_page(request, "reviewapp/review.html", "review-card", context, status=status)
 

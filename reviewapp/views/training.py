@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from .. import selectors, training
+from ..backbones import present_architectures
 from ..forms import TrainingRunForm
 from ..models import Project, TrainingRun
 from .common import (
@@ -43,7 +44,9 @@ def training_run_list(request, slug):
     project = project_for(request, slug, "reviewapp.view_trainingrun")
     form = None
     if request.user.has_perm("reviewapp.add_trainingrun"):
-        form = TrainingRunForm.for_config(training.train_config_for(project))
+        form = TrainingRunForm.for_config(
+            training.train_config_for(project), present=present_architectures()
+        )
     context = _runs_context(request, project, form)
     return render_page(request, "reviewapp/training_runs.html", "training-run-table", context)
 
@@ -54,7 +57,7 @@ def training_run_start(request, slug):
     project = project_for(request, slug, "reviewapp.add_trainingrun")
     if request.method == "GET":
         return redirect("training-run-list", slug=project.slug)
-    form = TrainingRunForm(request.POST)
+    form = TrainingRunForm(request.POST, present=present_architectures())
     if form.is_valid():
         try:
             run = training.training_run_create(

@@ -7,9 +7,11 @@ from . import (
     accounts,
     activity,
     audits,
+    backbones,
     categories,
     exports,
     images,
+    labeling,
     media,
     predict,
     projects,
@@ -31,6 +33,11 @@ urlpatterns = [
     path("account/tokens/", accounts.api_tokens, name="api-tokens"),
     path("account/tokens/new", accounts.api_token_create, name="api-token-create"),
     path("account/tokens/<int:pk>/revoke", accounts.api_token_revoke, name="api-token-revoke"),
+    # ImageNet weights for every project's training
+    path("backbones/", backbones.backbone_list, name="backbone-list"),
+    path("backbones/import", backbones.backbone_import, name="backbone-import"),
+    path("backbones/<str:architecture>/fetch", backbones.backbone_fetch, name="backbone-fetch"),
+    path("backbones/fetches/<int:pk>/", backbones.weights_fetch_status, name="weights-fetch"),
     # Projects
     path("", projects.project_list, name="project-list"),
     path("projects/new", projects.project_create, name="project-create"),
@@ -69,6 +76,16 @@ urlpatterns = [
     path("p/<slug:slug>/retrain", training.training_run_retrain, name="training-run-retrain"),
     path("runs/<int:pk>/", training.training_run_detail, name="training-run"),
     path("runs/<int:pk>/cancel", training.training_run_cancel, name="training-run-cancel"),
+    # Labeling new images
+    path("p/<slug:slug>/label/", labeling.label_queue, name="label-queue"),
+    path("p/<slug:slug>/label/accept", labeling.label_accept, name="label-accept"),
+    path(
+        "p/<slug:slug>/label/accept-above",
+        labeling.label_accept_above,
+        name="label-accept-above",
+    ),
+    path("p/<slug:slug>/label/renew", labeling.label_claims_renew, name="label-claims-renew"),
+    path("p/<slug:slug>/label/release", labeling.label_claims_release, name="label-claims-release"),
     # Review
     path("p/<slug:slug>/review/", review.review_queue, name="review-queue"),
     path("p/<slug:slug>/review/bulk", review.review_bulk, name="review-bulk"),

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from .. import rollout, selectors
+from .. import labeling, rollout, selectors
 from ..models import Category, Image, ModelVersion, Project
 from ..templatetags.charts import pct, shade_level
 from .common import is_htmx, login_required, project_for, render_page, require_perm
@@ -266,6 +266,7 @@ def model_version_detail(request, pk):
             "config_rows": _config_rows(version),
             "epochs": version.metrics.get("epochs") or [],
             "rollout_events": rollout.rollout_event_list(version=version),
+            "suggestion_counts": labeling.suggestion_counts(version),
             "previous": project.model_versions.filter(number__lt=version.number)
             .order_by("-number")
             .first(),

@@ -3,6 +3,7 @@
 //   j / k   next / previous card        1-9  relabel as the class with that hotkey
 //   c       confirm                     x    delete          u  undo
 //   s       select for a bulk action    o    open the image  ?  help, Esc closes it
+//   Enter   on a Label queue card: accept the suggestion (as c)
 (function () {
   "use strict";
 
@@ -69,6 +70,8 @@
       return;
     }
     var handled = false;
+    // Enter on the card itself (not on one of its buttons) accepts, as c does.
+    if (key === "Enter" && event.target === card) key = "c";
     if (/^[1-9]$/.test(key)) { lastKind = "decide"; handled = press(card, '[data-key="' + key + '"]'); }
     else if (key === "c") { lastKind = "decide"; handled = press(card, '[data-key="c"]'); }
     else if (key === "x") { lastKind = "decide"; handled = press(card, '[data-key="x"]'); }
@@ -118,6 +121,17 @@
   document.addEventListener("click", function (event) {
     if (event.target.closest && event.target.closest("[data-review-help]")) help(true);
     if (event.target.closest && event.target.closest("[data-review-help-close]")) help(false);
+  });
+
+  // Leaving the Label queue gives its claimed cards back to the other labelers at once.
+  window.addEventListener("pagehide", function () {
+    var list = document.querySelector("[data-claim-release]");
+    var token = document.querySelector("input[name=csrfmiddlewaretoken]");
+    if (!list || !token || !navigator.sendBeacon) return;
+    var body = new FormData();
+    body.append("csrfmiddlewaretoken", token.value);
+    body.append("loaded_at", list.getAttribute("data-claim-loaded") || "");
+    navigator.sendBeacon(list.getAttribute("data-claim-release"), body);
   });
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import redis
@@ -11,6 +12,17 @@ def media_root(settings, tmp_path):
     """Every test writes its images under its own temporary MEDIA_ROOT."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def no_weights_download(settings, monkeypatch, tmp_path):
+    """Never the network, and an empty torch cache: a test that fetches sets up its own
+    loopback mirror (tests/weights_server.py)."""
+    settings.LOUPE_OFFLINE = True
+    settings.LOUPE_WEIGHTS_URL = ""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    if "torch.hub" in sys.modules:
+        monkeypatch.setattr(sys.modules["torch.hub"], "_hub_dir", None)
 
 
 @pytest.fixture(scope="session")

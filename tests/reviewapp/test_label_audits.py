@@ -90,6 +90,11 @@ def test_fast_audit_scores_every_image_exactly_once_out_of_fold():
         assert sum(s.probabilities) == pytest.approx(1, abs=1e-4)
         assert s.margin is not None and s.outlier_score is not None
     assert audit.estimated_issues is not None and audit.thresholds
+    # How far to trust it, stored as the page and the API show it.
+    assert audit.chance_accuracy == 0.5 and 0 <= audit.oof_accuracy <= 1
+    assert audit.trust["accuracy"] == audit.oof_accuracy and "weak" in audit.trust
+    assert audit.version_accuracy == version.accuracy
+    assert 0 <= audit.issues_low <= audit.issues_high <= len(labeled)
     # A redelivered fold or finishing message changes nothing.
     assert audits.label_audit_execute_fold(audit_id=audit.pk, fold=0) == "skipped"
     assert audits.label_audit_finish(audit_id=audit.pk) == "skipped"
@@ -262,7 +267,7 @@ def audited():
     return finished_audit(project, version, rows), wrong
 
 
-def test_audit_page_shows_estimated_issues_and_the_queues(client, audited):
+def test_audit_page_shows_a_range_of_issues_how_far_to_trust_it_and_the_queues(client, audited):
     audit, _ = audited
     client.force_login(reviewer())
 
@@ -270,7 +275,11 @@ def test_audit_page_shows_estimated_issues_and_the_queues(client, audited):
 
     assert response.status_code == 200
     body = response.content.decode()
-    assert "Estimated label issues" in body and "fast mode" in body.lower()
+    assert "Wrong labels, likely</dt>" in body and "fast mode" in body.lower()
+    assert f"{audit.issues_low}–{audit.issues_high}" in body
+    assert "Out-of-fold accuracy 0.83</strong>" in body and "against 0.50 by chance" in body
+    assert "and 0.50 for the version itself" in body
+    assert "data-trust-weak" not in body and "Weak model" not in body
     for name in audits.QUEUES:
         assert reverse(f"label-audit-{name}", kwargs={"pk": audit.pk}) in body
 
@@ -300,7 +309,7 @@ def test_issue_queue_defaults_to_the_benchmarks_best_order_and_sorts_by_each(cli
     body = response.content.decode()
 
     assert response.status_code == 200
-    assert f"Confident learning estimates <strong>{audit.estimated_issues}</strong>" in body
+    assert f"Likely <strong>{audit.issues_low}–{audit.issues_high}</strong> wrong labels" in body
     assert "fast mode" in body
     assert body.index(f'id="review-card-{wrong.pk}"') < body.index(
         "review-card-", body.index(f'id="review-card-{wrong.pk}"') + 20
@@ -422,6 +431,11 @@ def test_api_reads_an_audit_and_its_scores_in_each_order(client, audited):
     bad = client.get(f"/api/v1/label-audits/{audit.pk}/scores?sort=vibes", headers=headers)
 
     assert detail["estimated_issues"] == audit.estimated_issues
+    assert detail["issues_range"] == [audit.issues_low, audit.issues_high]
+    assert detail["oof_accuracy"] == pytest.approx(5 / 6) and detail["chance_accuracy"] == 0.5
+    assert detail["version_accuracy"] == 0.5
+    assert detail["weak"] is False and detail["warning"] == ""
+    assert detail["weak_classes"] == [] and isinstance(detail["suggestions"], list)
     assert detail["default_sort"] == audits.DEFAULT_SORT and detail["mode"] == "fast"
     assert [s["image_id"] for s in scores][0] == wrong.pk and len(scores) == 2
     assert bad.status_code == 400 and "sort" in bad.json()["errors"]
@@ -484,7 +498,8 @@ def test_audit_labels_command_runs_inline_and_lists_the_suspects():
     call_command("audit_labels", "--project", project.slug, "--k", "2", "--inline", stdout=out)
 
     text = out.getvalue()
-    assert "Done: 8 images" in text and "label issues" in text
+    assert "Done: 8 images" in text and "label issues (clear disagreements" in text
+    assert "Out-of-fold accuracy" in text and "by chance" in text
     assert text.count("  image ") == 8
     assert LabelAudit.objects.get().status == LabelAudit.Status.SUCCEEDED
 
@@ -512,3 +527,108 @@ def test_a_missing_model_file_fails_the_audit_with_a_message():
 
     assert audit.status == LabelAudit.Status.FAILED
     assert "cannot be read" in audit.error_message and audit.finished_at is not None
+
+
+# How far to trust the order ---------------------------------------------------------------
+
+
+@pytest.fixture
+def weak_audit():
+    """A finished audit whose fold models were near chance: 20 images, 11 scored right."""
+    project = ProjectFactory()
+    a, b = CategoryFactory(project=project, name="a"), CategoryFactory(project=project, name="b")
+    images = [make_image(project, a if i % 2 else b) for i in range(20)]
+    version = scored_version(project, [])
+    rows = [
+        (image, image.label, 0.55, None) if n < 11 else (image, a if image.label == b else b,
+                                                         0.45, None)
+        for n, image in enumerate(images)
+    ]  # fmt: skip
+    return finished_audit(project, version, rows)
+
+
+def test_a_weak_audit_warns_plainly_and_gives_no_estimate(client, weak_audit):
+    client.force_login(reviewer())
+
+    page = client.get(reverse("label-audit", kwargs={"pk": weak_audit.pk})).content.decode()
+    queue = client.get(reverse("label-audit-issues", kwargs={"pk": weak_audit.pk}))
+    listing = client.get(reverse("label-audit-list", kwargs={"slug": weak_audit.project.slug}))
+
+    assert weak_audit.is_weak
+    for body in (page, queue.content.decode()):
+        assert "data-trust-weak" in body and "Weak model" in body
+        assert "Out-of-fold accuracy 0.55</strong>" in body
+        assert "pretrained weights" in body and "larger image size" in body
+        assert "Wrong labels, likely" not in body and "Likely <strong>" not in body
+    assert "Wrong labels: no estimate, the model is weak" in page and "anywhere from" in page
+    assert f"Anywhere from <strong>{weak_audit.issues_low} to" in queue.content.decode()
+    assert "weak model" in listing.content.decode()
+
+
+def test_an_audit_from_before_trust_checks_shows_its_count_without_a_trust_line(client):
+    project = trainable_project(per_class=2)
+    scored_version(project, [])
+    audit = finished_audit(project, trust=False)
+    client.force_login(reviewer())
+
+    page = client.get(reverse("label-audit", kwargs={"pk": audit.pk})).content.decode()
+    detail = client.get(f"/api/v1/label-audits/{audit.pk}", headers=_token(reviewer())).json()
+
+    assert "Estimated label issues" in page and "no range" in page and "data-trust" not in page
+    assert detail["issues_range"] is None and detail["weak"] is None
+    assert detail["oof_accuracy"] is None and detail["warning"] == ""
+
+
+def test_api_answer_of_a_weak_audit_carries_its_warning(client, weak_audit):
+    detail = client.get(f"/api/v1/label-audits/{weak_audit.pk}", headers=_token(reviewer())).json()
+
+    assert detail["weak"] is True and "Weak model" in detail["warning"]
+    assert detail["oof_accuracy"] == pytest.approx(0.55) and detail["chance_accuracy"] == 0.5
+    low, high = detail["issues_range"]
+    assert low == 0 and high >= 9  # none clearly wrong; 9 disagreements
+    assert any("pretrained weights" in s for s in detail["suggestions"])
+
+
+def _version_with_metrics(accuracy: float, recalls: tuple[float, float]):
+    project = ProjectFactory()
+    a, b = CategoryFactory(project=project, name="a"), CategoryFactory(project=project, name="b")
+    images = [make_image(project, a if i % 2 else b) for i in range(4)]
+    version = scored_version(project, [(image, image.label, 0.1 * (n + 1))
+                                       for n, image in enumerate(images)])  # fmt: skip
+    version.metrics = {
+        "accuracy": accuracy,
+        "per_class": [
+            {"name": "a", "precision": 0.5, "recall": recalls[0], "support": 50},
+            {"name": "b", "precision": 0.5, "recall": recalls[1], "support": 50},
+        ],
+    }
+    version.config = {**version.config, "epochs": 2, "image_size": 64}
+    version.save(update_fields=["metrics", "config"])
+    return project, version
+
+
+def test_review_queue_of_a_model_near_chance_warns_that_its_order_says_little(client):
+    project, version = _version_with_metrics(0.52, (0.8, 0.24))
+    client.force_login(reviewer())
+    url = reverse("review-queue", args=[project.slug])
+
+    page = client.get(url, {"version": version.pk}).content.decode()
+    partial = client.get(url, {"version": version.pk}, headers={"HX-Request": "true"})
+
+    assert "Validation accuracy 0.52</strong>" in page and "against 0.50 by chance" in page
+    assert "data-trust-weak" in page and "order is little better than random" in page
+    assert "recall under 0.3 for b" in page
+    assert "more epochs (this model: 2)" in page and "larger image size (this model: 64 px)" in page
+    text = partial.content.decode()
+    assert text.lstrip().startswith('<section id="review-list"') and "Weak model" in text
+
+
+def test_review_queue_of_a_strong_model_shows_its_accuracy_without_a_warning(client):
+    project, version = _version_with_metrics(0.95, (0.96, 0.94))
+    client.force_login(reviewer())
+
+    page = client.get(reverse("review-queue", args=[project.slug])).content.decode()
+
+    assert "Validation accuracy 0.95</strong>" in page and "against 0.50 by chance" in page
+    assert "data-trust-weak" not in page and "Weak model" not in page
+    assert 'id="review-card-' in page

@@ -31,6 +31,7 @@ from reviewapp.models import (
     Project,
     TrainingRun,
     UploadBatch,
+    WeightsFetch,
 )
 from tests.factories import (
     CategoryFactory,
@@ -75,6 +76,7 @@ class World:
     client_token: object = None
     prediction: object = None
     audit: object = None  # Label audits: a finished audit of `version`
+    weights_fetch: object = None  # Backbones: a finished download job
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +117,7 @@ def world() -> World:
     )
     _serving_world(world)
     world.audit = finished_audit(project, world.version)
+    world.weights_fetch = WeightsFetch.objects.create(architecture="resnet18", status="failed")
     return world
 
 
@@ -315,6 +318,11 @@ PAGES = [
     Row("label-audit-issues",    "GET",  LOGIN, 403,     200,     200, pk="audit"),
     Row("label-audit-duplicates", "GET", LOGIN, 403,     200,     200, pk="audit"),
     Row("label-audit-outliers",  "GET",  LOGIN, 403,     200,     200, pk="audit"),
+    # Backbones (ImageNet weights for every project) are the approvers'; a bad upload is 200.
+    Row("backbone-list",         "GET",  LOGIN, 403,     403,     200),
+    Row("backbone-fetch",        "POST", LOGIN, 403,     403,     302),
+    Row("backbone-import",       "POST", LOGIN, 403,     403,     200),
+    Row("weights-fetch",         "GET",  LOGIN, 403,     403,     200, pk="weights_fetch"),
 ]
 # fmt: on
 
@@ -352,6 +360,8 @@ def _url(row: Row, w: World) -> str:
     for name in _page_routes()[row.name]:
         if name == "slug":
             kwargs[name] = w.project.slug
+        elif name == "architecture":
+            kwargs[name] = "resnet18"
         elif name == "pk":
             assert row.pk, f"Row {row.name!r} needs pk=<World attribute> for its <pk>."
             kwargs[name] = getattr(w, row.pk).pk

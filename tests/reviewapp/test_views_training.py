@@ -149,6 +149,27 @@ def test_a_running_run_polls_and_shows_batch_progress(user_client, project):
     assert "Cancel run" in page
 
 
+def test_a_run_downloading_its_weights_shows_the_download_as_its_own_phase(
+    user_client, project
+):
+    run = training.training_run_create(project=project, config=TINY_TRAINING, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.RUNNING,
+        phase=TrainingRun.Phase.DOWNLOADING,
+        progress_done=11 * 1024**2,
+        progress_total=44 * 1024**2,
+        started_at=timezone.now(),
+        phase_started_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+    )
+
+    page = html(user_client.get(run.get_absolute_url(), **HTMX))
+
+    assert "Downloading ImageNet weights" in page and 'hx-trigger="every 1s"' in page
+    assert "resnet18 ImageNet weights: <strong>11.0\xa0MB</strong> of 44.0\xa0MB (25%)" in page
+    assert 'max="46137344" value="11534336"' in page
+
+
 def test_a_finished_run_stops_polling_and_links_its_version(user_client, project):
     run = training.training_run_create(project=project, config=TINY_TRAINING, enqueue=False)
     training.training_run_execute(run_id=run.pk)

@@ -1,5 +1,7 @@
 """Out-of-fold scoring: fold assignment, fold training and linear heads, on generated data."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -132,3 +134,76 @@ def test_embed_gives_one_row_per_image(tmp_path):
     assert features.shape[0] == len(items) and features.shape[1] > 0
     again = embed(result.export_path, sha, [items[2][0]])
     assert again[0] == pytest.approx(features[2], rel=1e-4, abs=1e-5)
+
+
+# Fast mode's heads on features like a CNN body's ---------------------------------------
+
+
+def _body_like(rng, z, dim=256, relu=True):
+    """Features as a CNN body gives them: mixed from latent factors ``z``, then (ReLU,) with
+    per-feature scales from 0.1 to 1,000 and offsets: unnormalised, large variance."""
+    mix = rng.normal(0, 1, (z.shape[1], dim)) / np.sqrt(z.shape[1])
+    features = z @ mix
+    if relu:
+        features = np.maximum(features - 1.5, 0)  # mostly 0, as pooled ReLU features are
+    scales = np.exp(rng.uniform(np.log(0.1), np.log(1000), dim))
+    offsets = 0.0 if relu else rng.uniform(0, 50, dim)  # ReLU features start at 0
+    return (features * scales + offsets).astype(np.float32)
+
+
+def _logistic_truth(rng, n, k, informative=4, strength=1.5):
+    """Latent factors, the true class probabilities they give, and labels drawn from them."""
+    z = rng.normal(0, 1, (n, informative))
+    logits = z @ rng.normal(0, strength, (informative, k))
+    truth = np.exp(logits - logits.max(axis=1, keepdims=True))
+    truth /= truth.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(k, p=row) for row in truth])
+    return z, truth, labels
+
+
+def _fold_numbers(labels, k=5):
+    return assign_folds([str(i) for i in range(len(labels))], [str(v) for v in labels], k, 0)
+
+
+def _expected_calibration_error(probs, truth, bins=10) -> float:
+    """|confidence - true probability of the predicted class|, averaged over confidence bins."""
+    confidence = probs.max(axis=1)
+    correct = truth[np.arange(len(probs)), probs.argmax(axis=1)]
+    error = 0.0
+    edges = np.linspace(0, 1, bins + 1)
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            error += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
+    return error
+
+
+def test_heads_converge_and_do_not_saturate_on_ambiguous_body_features():
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = np.random.default_rng(3)
+    z, _, labels = _logistic_truth(rng, 400, 2, informative=64, strength=0.05)
+    x = _body_like(rng, z)  # 64 latent factors, 256 sparse features, hardly any signal
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        probs = fit_linear_folds(x, labels, _fold_numbers(labels), 2)
+
+    confidence = probs[np.arange(len(labels)), labels]
+    assert confidence.min() > 0.05 and probs.max() < 0.95  # no 0.000 nor 1.000
+    # A head that cannot converge at the C asked for is refit with stronger regularisation.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit_linear_folds(x, labels, _fold_numbers(labels), 2, c=10.0, max_iter=3)
+
+
+def test_heads_are_calibrated_where_the_true_probabilities_are_known():
+    rng = np.random.default_rng(4)
+    z, truth, labels = _logistic_truth(rng, 600, 3)
+    # The 4 informative factors hidden among 150 of noise, then scaled as a body's features.
+    x = _body_like(rng, np.hstack([z, rng.normal(0, 1, (600, 150))]), dim=154, relu=False)
+
+    probs = fit_linear_folds(x, labels, _fold_numbers(labels), 3)
+
+    assert _expected_calibration_error(probs, truth) < 0.07
+    assert (probs.argmax(axis=1) == truth.argmax(axis=1)).mean() > 0.5  # it learned something

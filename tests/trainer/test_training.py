@@ -15,7 +15,7 @@ from trainer import (
     sha256_file,
     train,
 )
-from trainer.learning import _dataloaders, _resolve_pretrained, cached_weights_path
+from trainer.learning import _dataloaders
 
 TINY = dict(image_size=32, epochs=2, batch_size=8, augment=False, resize_method="squish")
 
@@ -191,22 +191,6 @@ def test_split_is_the_callers(items):
 
     valid_paths = {str(p[0]) for p in dls.valid.items}
     assert valid_paths == {path for path, _, split in items if split == "valid"}
-
-
-def test_pretrained_auto_uses_weights_only_when_cached(tmp_path):
-    path = cached_weights_path("resnet18")
-    assert not _resolve_pretrained(TrainConfig(pretrained="auto"))[0]
-    with pytest.raises(TrainingError, match="never downloads"):
-        _resolve_pretrained(TrainConfig(pretrained="on"))
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"weights")
-
-    assert _resolve_pretrained(TrainConfig(pretrained="auto")) == (
-        True,
-        f"fine-tuned from ImageNet weights ({path.name})",
-    )
-    assert not _resolve_pretrained(TrainConfig(pretrained="off"))[0]
 
 
 @pytest.mark.parametrize(

@@ -44,13 +44,25 @@ class Command(BaseCommand):
         if audit.status != LabelAudit.Status.SUCCEEDED:
             raise CommandError(f"The audit failed: {audit.error_message}")
         top = audits.audit_score_queryset(audit=audit, queue="issues")[:10]
+        low, high = audit.issues_low, audit.issues_high
         self.stdout.write(
             self.style.SUCCESS(
-                f"Done: {audit.n_images} images, about {audit.estimated_issues} label issues "
-                f"(confident learning), {audit.n_duplicate_groups} near-duplicate groups "
+                f"Done: {audit.n_images} images, {low}{f'-{high}' if high != low else ''} "
+                "label issues (clear disagreements to every disagreement; confident learning: "
+                f"{audit.estimated_issues}), {audit.n_duplicate_groups} near-duplicate groups "
                 f"({audit.n_leaks} across train/valid)."
             )
         )
+        own = audit.version_accuracy
+        self.stdout.write(
+            f"Out-of-fold accuracy {audit.oof_accuracy:.2f} against {audit.chance_accuracy:.2f} "
+            f"by chance ({audit.trust['chance_basis']})"
+            + (f"; the version's own {own:.2f}." if own is not None else ".")
+        )
+        if audit.is_weak:
+            self.stdout.write(self.style.WARNING(f"Warning: {audit.trust['warning']}"))
+        for suggestion in audit.trust.get("suggestions", []):
+            self.stdout.write(f"  - {suggestion}")
         self.stdout.write(f"Most suspicious first ({audits.DEFAULT_SORT}):")
         for score in top.select_related("label", "predicted"):
             self.stdout.write(

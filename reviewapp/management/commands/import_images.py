@@ -20,6 +20,7 @@ from reviewapp.services import (
     image_decode,
     image_ingest,
     project_create,
+    suggestions_later,
 )
 
 # Two threads keep both cores busy decoding; more only add memory on small machines.
@@ -94,6 +95,8 @@ class Command(BaseCommand):
         progress.close()
 
         counts = Counter(r.status for r in results)
+        if any(r.status == "imported" and not r.label for r in results):
+            suggestions_later(project=target)  # loose files: the latest version suggests
         self.stdout.write(
             f"Imported {counts['imported']}, duplicates skipped {counts['duplicate']}, "
             f"rejected {counts['rejected']} (of {len(results)} files) into '{target.slug}'."
