@@ -131,9 +131,7 @@ def test_offline_never_fetches_and_says_so(settings):
     assert "LOUPE_OFFLINE=1" in run.version.pretrained_note
 
 
-def test_weights_in_the_torch_cache_are_copied_into_the_store(
-    settings, resnet18_file, monkeypatch
-):
+def test_weights_in_the_torch_cache_are_copied_into_the_store(settings, resnet18_file, monkeypatch):
     import torch.hub
 
     monkeypatch.setitem(BACKBONE_FILES, "resnet18", resnet18_file.name)

@@ -149,9 +149,7 @@ def test_a_running_run_polls_and_shows_batch_progress(user_client, project):
     assert "Cancel run" in page
 
 
-def test_a_run_downloading_its_weights_shows_the_download_as_its_own_phase(
-    user_client, project
-):
+def test_a_run_downloading_its_weights_shows_the_download_as_its_own_phase(user_client, project):
     run = training.training_run_create(project=project, config=TINY_TRAINING, enqueue=False)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.RUNNING,
