@@ -898,6 +898,7 @@ def test_openapi_schema_lists_every_path_and_the_bearer_scheme():
         "/api/v1/label-audits/{audit_id}",
         "/api/v1/label-audits/{audit_id}/cancel",
         "/api/v1/label-audits/{audit_id}/scores",
+        "/api/v1/projects/{slug}/labeling-queue",
     }
     assert schema["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
     assert schema["paths"]["/api/v1/projects"]["post"]["operationId"] == "project_create"

@@ -318,6 +318,13 @@ PAGES = [
     Row("label-audit-issues",    "GET",  LOGIN, 403,     200,     200, pk="audit"),
     Row("label-audit-duplicates", "GET", LOGIN, 403,     200,     200, pk="audit"),
     Row("label-audit-outliers",  "GET",  LOGIN, 403,     200,     200, pk="audit"),
+    # Labeling: the queue needs view_image, labeling change_image; claims are the user's own.
+    Row("label-queue",           "GET",  LOGIN, 403,     200,     200),
+    Row("label-accept",          "POST", LOGIN, 403,     302,     302),
+    Row("label-accept-above",    "POST", LOGIN, 403,     302,     302,
+        body=lambda w: {"min_confidence": "0.9", "expected": "0"}),
+    Row("label-claims-renew",    "POST", LOGIN, 403,     204,     204),
+    Row("label-claims-release",  "POST", LOGIN, 403,     204,     204),
     # Backbones (ImageNet weights for every project) are the approvers'; a bad upload is 200.
     Row("backbone-list",         "GET",  LOGIN, 403,     403,     200),
     Row("backbone-fetch",        "POST", LOGIN, 403,     403,     302),
