@@ -356,7 +356,8 @@ def suggestions_accept(
     if (images is None) == (min_confidence is None):
         raise ValidationError("Give either the images or a minimum confidence.")
     if images is None:
-        suggestions_above(version=version, min_confidence=min_confidence, sample=0)
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValidationError({"min_confidence": "The confidence must be between 0 and 1."})
         rows = list(
             _open(version)
             .filter(confidence__gte=min_confidence)

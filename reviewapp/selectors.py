@@ -28,6 +28,7 @@ __all__ = [
     "label_event_actors",
     "attach_undos",
     "label_event_list",
+    "image_recent_decisions",
     "mark_undone",
 ]
 
@@ -440,6 +441,17 @@ def mark_undone(events: list) -> list:
     for event in events:
         event.undone = event.pk in undone
     return events
+
+
+def image_recent_decisions(image: Image, n: int = 3) -> list:
+    """A card's last ``n`` events after its import, newest first, undone ones marked."""
+    return mark_undone(
+        list(
+            image.events.exclude(action="import")
+            .select_related("actor", "from_category", "to_category")
+            .order_by("-id")[:n]
+        )
+    )
 
 
 def attach_undos(events: list) -> list:

@@ -181,8 +181,13 @@ def nearest_cluster(embeddings: np.ndarray, centres: np.ndarray) -> np.ndarray:
     c = np.asarray(centres, dtype=np.float64)
     if len(c) == 0:
         return np.zeros(len(x), dtype=int)
-    distances = ((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
-    return distances.argmin(axis=1)
+    # In chunks: a large upload must not build an (images x centres x dims) array at once.
+    out = np.empty(len(x), dtype=int)
+    for start in range(0, len(x), 4096):
+        part = x[start : start + 4096]
+        distances = (part**2).sum(1)[:, None] - 2 * part @ c.T + (c**2).sum(1)[None, :]
+        out[start : start + len(part)] = distances.argmin(axis=1)
+    return out
 
 
 def order(

@@ -79,13 +79,7 @@ def _card_context(request, image: Image, version: ModelVersion | None, **extra) 
             .select_related("predicted")
             .first()
         )
-    image.recent_events = selectors.mark_undone(
-        list(
-            image.events.exclude(action="import")
-            .select_related("actor", "from_category", "to_category")
-            .order_by("-id")[:3]
-        )
-    )
+    image.recent_events = selectors.image_recent_decisions(image)
     return {
         "project": image.project,
         "image": image,

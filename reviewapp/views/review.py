@@ -139,13 +139,7 @@ def _card_context(request, image: Image, version: ModelVersion | None, **extra) 
             .first()
         )
     image = Image.objects.select_related("label", "project").get(pk=image.pk)
-    image.recent_events = selectors.mark_undone(
-        list(
-            image.events.exclude(action="import")
-            .select_related("actor", "from_category", "to_category")
-            .order_by("-id")[:3]
-        )
-    )
+    image.recent_events = selectors.image_recent_decisions(image)
     if score is not None:
         score.image = image
     return {
