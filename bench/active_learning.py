@@ -1,13 +1,14 @@
 """Active learning: how many labels each labeling order needs, with an oracle labeler.
 
     LOUPE_OFFLINE=1 .venv/bin/python bench/active_learning.py [--dataset digits|DIR]
-        [--seeds 3] [--rounds 8] [--batch 40] [--epochs 4] [--json]
+        [--seeds 3] [--rounds 6] [--batch 40] [--steps 100] [--json]
 
 A simulation of Loupe's Label queue. The data set is split once into a fixed held-out test
 set (20%, stratified) and a pool. Each seed starts from a small stratified labeled share of
 the pool (5%); then, in rounds, it trains a model on the labeled images with the real
 trainer path (``trainer.train``: vision_learner + fit, a fast CPU setting: resnet18 from
-scratch, 32 px, a few epochs), scores the unlabeled pool with
+scratch, 32 px, batches of 16 at lr 1e-2, epochs scaled so every round takes about the same
+number of optimiser steps, ``--steps``; 5 to 20 epochs), scores the unlabeled pool with
 ``trainer.suggest.iter_suggestions`` (the queue's scoring: probabilities and embeddings),
 and "labels" the next batch in each strategy's order (``trainer.suggest.order``, the
 queue's orders). The oracle knows the true labels; it also counts how often the model's
@@ -27,6 +28,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -116,6 +118,12 @@ def labels_to_reach(labels: list[int], accuracy: list[float], goal: float) -> fl
     return None
 
 
+def epochs_for(labels: int, steps: int, batch_size: int) -> int:
+    # From scratch, a fixed epoch count under-trains the small early pools and over-spends
+    # on the late ones; a fixed step budget keeps rounds comparable.
+    return min(20, max(5, math.ceil(steps * batch_size / labels)))
+
+
 def run_seed(items, test_idx, pool_idx, strategies, args, seed: int, tmp: Path) -> dict:
     from trainer import TrainConfig
     from trainer.suggest import order
@@ -124,31 +132,36 @@ def run_seed(items, test_idx, pool_idx, strategies, args, seed: int, tmp: Path) 
     pool_labels = [items[i][1] for i in pool_idx]
     start = pool_idx[stratified(pool_labels, args.start_share, rng)]
     test = [items[i] for i in test_idx]
-    config = TrainConfig(
-        architecture="resnet18",
-        image_size=32,
-        resize_method="squish",
-        augment=False,
-        epochs=args.epochs,
-        batch_size=32,
-        learning_rate=3e-3,
-        pretrained="off",
-        seed=seed,
-    )
     out = {}
+    # Every strategy starts from the same labeled pool: train round 0 once per seed.
+    trained = {}
     for strategy in strategies:
         labeled = set(start.tolist())
         curve = {"labels": [], "accuracy": [], "accepted": []}
         for r in range(args.rounds + 1):
             unlabeled = [i for i in pool_idx if i not in labeled]
             started = time.monotonic()
-            vocab, suggestions, accuracy = train_and_score(
-                [items[i] for i in sorted(labeled)],
-                [items[i][0] for i in unlabeled],
-                test,
-                config,
-                tmp / f"{seed}-{strategy}-{r}",
-            )
+            key = tuple(sorted(labeled))
+            if key not in trained:
+                config = TrainConfig(
+                    architecture="resnet18",
+                    image_size=32,
+                    resize_method="squish",
+                    augment=False,
+                    epochs=epochs_for(len(labeled), args.steps, 16),
+                    batch_size=16,
+                    learning_rate=1e-2,
+                    pretrained="off",
+                    seed=seed,
+                )
+                trained[key] = train_and_score(
+                    [items[i] for i in key],
+                    [items[i][0] for i in unlabeled],
+                    test,
+                    config,
+                    tmp / f"{seed}-{strategy}-{r}",
+                )
+            vocab, suggestions, accuracy = trained[key]
             curve["labels"].append(len(labeled))
             curve["accuracy"].append(accuracy)
             log(
@@ -181,10 +194,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="digits", help="digits, or a class-per-folder DIR")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--batch", type=int, default=40, help="labels per round (40)")
     parser.add_argument("--start-share", type=float, default=0.05, help="labeled at first")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=100, help="optimiser steps per round")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()

@@ -13,7 +13,11 @@ For each database and size it times, after --warmup untimed requests, --requests
 - the progress partial htmx fetches after every decision (``part=progress``);
 - a relabel: ``POST /images/<pk>/decide`` with HX-Request, label and the image's current
   revision (read back from the card each response returns), cycling over the top of the
-  queue and alternating between two classes, so every request really changes the label.
+  queue and alternating between two classes, so every request really changes the label;
+- the Label queue (``GET /p/<slug>/label/``, full page with the diverse order, and its htmx
+  list with the uncertainty order) of a second project with as many unlabeled images, each
+  with a suggestion, the head of the queue claimed by another labeler: every request claims
+  the labeler's next cards (``bench/label_queue_data.py``).
 
 Not timed: the data, bulk-created per size (no files: thumbnails are only URLs): four classes
 (40/30/20/10 %), the 80/20 split, one import event per image, one model version scoring
@@ -67,7 +71,9 @@ PAGE_FULL = "queue page (full)"
 PAGE_PARTIAL = "queue partial (htmx, class+split)"
 PROGRESS = "progress partial (htmx)"
 RELABEL = "relabel (htmx POST decide)"
-WHATS = (PAGE_FULL, PAGE_PARTIAL, PROGRESS, RELABEL)
+LABEL_FULL = "label queue page (full, claims)"
+LABEL_PARTIAL = "label queue partial (htmx, claims)"
+WHATS = (PAGE_FULL, PAGE_PARTIAL, PROGRESS, RELABEL, LABEL_FULL, LABEL_PARTIAL)
 REVISION_RE = re.compile(rb'name="revision" value="(\d+)"')
 
 
@@ -391,11 +397,16 @@ def explain(connection, what: str, queries: list[dict], top: int = 3) -> None:
 
 
 def run_size(n: int, args, client, reviewer, connection, rng) -> list[Result]:
+    from django.contrib.auth.models import User
     from django.urls import reverse
     from django.utils.http import urlencode
 
+    from bench.label_queue_data import fill_label_queue
+
     start = clocks()
     fixture = fill(n, reviewer, rng)
+    other, _ = User.objects.get_or_create(username="bench-other-labeler")
+    label = fill_label_queue(n, other, args.seed)
     if not args.no_analyze:
         analyze(connection)
     wall, cpu = since(start)
@@ -419,6 +430,9 @@ def run_size(n: int, args, client, reviewer, connection, rng) -> list[Result]:
         ),
         RELABEL: relabel_sender(client, fixture),
     }
+    label_queue = reverse("label-queue", kwargs={"slug": label.project.slug})
+    senders[LABEL_FULL] = page_sender(client, f"{label_queue}?strategy=diverse", htmx=False)
+    senders[LABEL_PARTIAL] = page_sender(client, f"{label_queue}?strategy=uncertainty", htmx=True)
     results = []
     for what, send in senders.items():
         p50, p95, cpu50, queries = measure(send, args.warmup, args.requests, connection)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from trainer.ranking import DEFAULT_RANKING, RANKINGS
 
+from . import enqueue as jobs
 from .models import AuditScore, Category, Image, LabelAudit, ModelVersion, Project
 
 __all__ = [
@@ -126,9 +127,7 @@ def label_audit_create(
         created_by=actor,
     )
     if enqueue:
-        from .tasks import label_audit_start
-
-        transaction.on_commit(lambda: label_audit_start.delay(audit.pk))
+        jobs.send(jobs.AUDIT_START, audit.pk)
     return audit
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from trainer import ARCHITECTURES, PretrainedWeights
 from trainer.config import BACKBONE_FILES
 
+from . import enqueue as jobs
 from .models import BackboneWeights, WeightsFetch
 
 __all__ = [
@@ -272,9 +273,7 @@ def weights_fetch_create(*, architecture: str, actor=None, enqueue: bool = True)
             return running
         job = WeightsFetch.objects.create(architecture=architecture, requested_by=actor)
         if enqueue:
-            from .tasks import weights_fetch_process
-
-            transaction.on_commit(lambda: weights_fetch_process.delay(job.pk))
+            jobs.send(jobs.WEIGHTS_FETCH, job.pk)
     return job
 
 

@@ -18,7 +18,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import claims
+from . import claims, enqueue
 from .archives import ArchiveRejected, is_zip, iter_zip_members
 from .imaging import DecodedImage, ImageRejected, decode_image
 from .models import ApiToken, Category, Image, LabelEvent, ModelVersion, Project, UploadBatch
@@ -457,9 +457,7 @@ def uploads_ingest(
 def suggestions_later(*, project: Project) -> None:
     """New unlabeled images get the latest version's suggestions from a background job."""
     if ModelVersion.objects.filter(project=project).exists():
-        from .tasks import suggestions_refresh_process
-
-        transaction.on_commit(lambda: suggestions_refresh_process.delay(project.pk))
+        enqueue.send(enqueue.SUGGESTIONS_REFRESH, project.pk)
 
 
 # Background uploads ---------------------------------------------------------------
@@ -479,8 +477,6 @@ def upload_batch_create(
     actor=None,
 ) -> UploadBatch:
     """Stage the uploaded files on shared media storage and queue their ingest."""
-    from .tasks import upload_batch_process
-
     uploads = list(uploads)
     staging = _staging_root() / uuid.uuid4().hex
     staging.mkdir(parents=True)
@@ -509,7 +505,7 @@ def upload_batch_create(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    transaction.on_commit(lambda: upload_batch_process.delay(batch.pk))
+    enqueue.send(enqueue.UPLOAD_BATCH, batch.pk)
     return batch
 
 

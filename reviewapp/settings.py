@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "ninja",
+    "django_celery_beat",
     "reviewapp",
 ]
 
@@ -185,6 +186,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Longer than the hard time limit of a training run, or Redis would redeliver it mid-run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Periodic jobs (reviewapp.periodic) live in the database: the admin shows and edits them.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Training has its own queue, consumed by a worker with concurrency 1 and prefetch 1.
 # Training and label audits (their prepare, fold and finishing jobs) go to the training queue.
 CELERY_TASK_ROUTES = {

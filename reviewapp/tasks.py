@@ -11,6 +11,7 @@ __all__ = [
     "suggestions_refresh_process",
     "training_run_process",
     "upload_batch_process",
+    "webhook_deliver",
     "weights_fetch_process",
 ]
 
@@ -36,6 +37,14 @@ def suggestions_refresh_process(project_id: int) -> None:
     from .labeling import suggestions_refresh
 
     suggestions_refresh(project_id=project_id)
+
+
+@shared_task(acks_late=True, soft_time_limit=300, time_limit=330)
+def webhook_deliver(delivery_id: int) -> None:
+    """One attempt to deliver a webhook; a failed one queues its own retry, with backoff."""
+    from .webhooks import delivery_send
+
+    delivery_send(delivery_id=delivery_id)
 
 
 @shared_task(acks_late=True, soft_time_limit=1800, time_limit=1900)

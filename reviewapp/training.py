@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Max
 from django.utils import timezone
 
+from . import enqueue as jobs
 from .models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project, TrainingRun
 
 __all__ = [
@@ -142,9 +143,7 @@ def training_run_create(
         project=project, created_by=actor, config=train_config.to_dict()
     )
     if enqueue:
-        from .tasks import training_run_process
-
-        transaction.on_commit(lambda: training_run_process.delay(run.pk))
+        jobs.send(jobs.TRAINING_RUN, run.pk)
     return run
 
 

@@ -1,7 +1,6 @@
 """The project list, the project page and its settings; the demo project button."""
 
 from datetime import timedelta
-from functools import partial
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -11,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import demo, labeling, selectors, services, tasks, training
+from .. import demo, enqueue, labeling, selectors, services, training
 from ..backbones import present_architectures
 from ..forms import (
     DATABLOCK_FIELDS,
@@ -73,7 +72,7 @@ def demo_project_create(request):
     with transaction.atomic():
         project, created = demo.demo_project_create(actor=request.user)
         if created:
-            transaction.on_commit(partial(tasks.demo_project_build.delay, project.pk))
+            enqueue.send(enqueue.DEMO_BUILD, project.pk)
     if created:
         messages.success(
             request,

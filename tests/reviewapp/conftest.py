@@ -25,6 +25,24 @@ def no_weights_download(settings, monkeypatch, tmp_path):
         monkeypatch.setattr(sys.modules["torch.hub"], "_hub_dir", None)
 
 
+class Enqueued(list):
+    """The jobs services queued, as (task name, args), in order."""
+
+    def ids(self, task: str) -> list:
+        return [args[0] for name, args in self if name == task]
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Jobs are recorded instead of sent to a broker (see reviewapp.enqueue)."""
+    sent = Enqueued()
+    monkeypatch.setattr(
+        "reviewapp.enqueue._dispatch",
+        lambda task, args, countdown=None: sent.append((task, tuple(args))),
+    )
+    return sent
+
+
 @pytest.fixture(scope="session")
 def broker_url(tmp_path_factory):
     """A real broker for this test session: REDIS_URL, or an embedded Redis of its own."""

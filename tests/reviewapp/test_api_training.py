@@ -4,7 +4,6 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -13,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from reviewapp import services, training
+from reviewapp import enqueue, services, training
 from reviewapp.api.training import TrainingSettingsIn
 from reviewapp.models import Image, ImageScore, ModelVersion, Project, TrainingRun
 from tests.factories import (
@@ -87,12 +86,8 @@ def queued_run(project: Project) -> TrainingRun:
 
 
 def test_start_queues_a_run_after_commit_with_project_settings_and_overrides(
-    reviewer_api, trained, monkeypatch, django_capture_on_commit_callbacks
+    reviewer_api, trained, enqueued, django_capture_on_commit_callbacks
 ):
-    queued = []
-    monkeypatch.setattr(
-        "reviewapp.tasks.training_run_process", SimpleNamespace(delay=queued.append)
-    )
     project = trained.project
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -105,7 +100,7 @@ def test_start_queues_a_run_after_commit_with_project_settings_and_overrides(
     assert response.status_code == 201
     body = response.json()
     run = TrainingRun.objects.get(pk=body["id"])
-    assert len(callbacks) == 1 and queued == [run.pk]
+    assert len(callbacks) == 1 and enqueued.ids(enqueue.TRAINING_RUN) == [run.pk]
     assert (run.status, run.created_by.username) == ("pending", "rex")
     assert run.config == body["config"]
     assert body["config"]["epochs"] == 2 and body["config"]["architecture"] == "resnet34"

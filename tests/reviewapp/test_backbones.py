@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from reviewapp import backbones, training
+from reviewapp import backbones, enqueue, training
 from reviewapp.models import BackboneWeights, TrainingRun, WeightsFetch
 from tests.factories import TINY_TRAINING, approver, reviewer, trainable_project
 from tests.weights_server import loopback_only, refused_url, serve, tensor_file
@@ -232,10 +232,8 @@ def test_backbones_page_is_for_approvers(client):
 
 
 def test_fetch_button_queues_a_job_that_reports_progress(
-    client, mirror, resnet18_file, monkeypatch, django_capture_on_commit_callbacks
+    client, mirror, resnet18_file, enqueued, django_capture_on_commit_callbacks
 ):
-    queued = []
-    monkeypatch.setattr("reviewapp.tasks.weights_fetch_process.delay", queued.append)
     client.force_login(approver())
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -244,7 +242,7 @@ def test_fetch_button_queues_a_job_that_reports_progress(
         )
 
     job = WeightsFetch.objects.get()
-    assert queued == [job.pk]
+    assert enqueued.ids(enqueue.WEIGHTS_FETCH) == [job.pk]
     body = response.content.decode()
     assert body.lstrip().startswith('<tr id="backbone-row-resnet18"') and "every 1s" in body
 

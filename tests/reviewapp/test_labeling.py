@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from reviewapp import labeling, services, training
+from reviewapp import enqueue, labeling, services, training
 from reviewapp.models import Image, LabelEvent, QueueClaim, Suggestion, TrainingRun
 from tests.factories import (
     TINY_TRAINING,
@@ -79,21 +79,19 @@ def test_a_run_suggests_labels_for_every_active_unlabeled_image():
 
 
 def test_images_uploaded_later_are_scored_by_the_latest_version_in_a_job(
-    monkeypatch, django_capture_on_commit_callbacks
+    enqueued, django_capture_on_commit_callbacks
 ):
     project = trainable_project(per_class=6)
     make_image(project, None)
     run = training.training_run_create(project=project, config=TINY_TRAINING, enqueue=False)
     training.training_run_execute(run_id=run.pk)
-    queued = []
-    monkeypatch.setattr("reviewapp.tasks.suggestions_refresh_process.delay", queued.append)
 
     with django_capture_on_commit_callbacks(execute=True):
         results = services.uploads_ingest(
             project=project, uploads=[("new.png", _file(image_bytes(seed=999)))]
         )
 
-    assert queued == [project.pk]
+    assert enqueued.ids(enqueue.SUGGESTIONS_REFRESH) == [project.pk]
     assert labeling.suggestions_refresh(project_id=project.pk) == 1
     new = Suggestion.objects.get(image_id=results[0].image_id)
     assert new.version == run.version
@@ -102,11 +100,9 @@ def test_images_uploaded_later_are_scored_by_the_latest_version_in_a_job(
     assert sorted(ranks) == [0, 1]
 
 
-def test_labeled_uploads_queue_no_suggestion_job(monkeypatch, django_capture_on_commit_callbacks):
+def test_labeled_uploads_queue_no_suggestion_job(enqueued, django_capture_on_commit_callbacks):
     project = trainable_project(per_class=2)
     suggested_version(project, [])
-    queued = []
-    monkeypatch.setattr("reviewapp.tasks.suggestions_refresh_process.delay", queued.append)
 
     with django_capture_on_commit_callbacks(execute=True):
         services.uploads_ingest(
@@ -115,7 +111,7 @@ def test_labeled_uploads_queue_no_suggestion_job(monkeypatch, django_capture_on_
             label=project.categories.first(),
         )
 
-    assert queued == []
+    assert enqueued.ids(enqueue.SUGGESTIONS_REFRESH) == []
 
 
 def _file(data):

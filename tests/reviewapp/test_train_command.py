@@ -5,6 +5,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from reviewapp import enqueue
 from reviewapp.models import ModelVersion, TrainingRun
 from tests.factories import trainable_project
 
@@ -33,16 +34,14 @@ def test_inline_trains_here_and_reports_the_version():
 
 
 @pytest.mark.django_db
-def test_default_queues_the_run_for_a_worker(monkeypatch, django_capture_on_commit_callbacks):
+def test_default_queues_the_run_for_a_worker(enqueued, django_capture_on_commit_callbacks):
     project = trainable_project(per_class=4)
-    queued = []
-    monkeypatch.setattr("reviewapp.tasks.training_run_process.delay", queued.append)
 
     with django_capture_on_commit_callbacks(execute=True):
         out = train("--project", project.slug, "--epochs", "2", "--arch", "resnet34", "--lr-find")
 
     run = TrainingRun.objects.get()
-    assert queued == [run.pk]
+    assert enqueued.ids(enqueue.TRAINING_RUN) == [run.pk]
     assert "Queued. Follow it at /runs/" in out
     assert run.config["architecture"] == "resnet34" and run.config["learning_rate"] is None
 

@@ -1,14 +1,12 @@
 """Project list, project creation, the demo button, the project page and its settings."""
 
 import re
-from types import SimpleNamespace
 
 import pytest
 from django.urls import reverse
 
-from reviewapp import demo
+from reviewapp import demo, enqueue
 from reviewapp.models import Image, Project
-from reviewapp.views import projects as project_views
 from tests.factories import (
     CategoryFactory,
     ProjectFactory,
@@ -146,12 +144,8 @@ def test_project_create_by_reviewer_is_refused(client):
 
 
 def test_demo_button_creates_demo_and_queues_its_import_after_commit(
-    client, monkeypatch, django_capture_on_commit_callbacks
+    client, enqueued, django_capture_on_commit_callbacks
 ):
-    queued = []
-    monkeypatch.setattr(
-        project_views.tasks, "demo_project_build", SimpleNamespace(delay=queued.append)
-    )
     client.force_login(approver())
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = client.post(reverse("demo-project-create"))
@@ -159,7 +153,7 @@ def test_demo_button_creates_demo_and_queues_its_import_after_commit(
     assert response.status_code == 302
     assert response["Location"] == project.get_absolute_url()
     assert len(callbacks) == 1
-    assert queued == [project.pk]
+    assert enqueued == [(enqueue.DEMO_BUILD, (project.pk,))]
     assert project.categories.count() == 10
 
     # The project page shows the import arriving and polls while it runs.
@@ -168,16 +162,15 @@ def test_demo_button_creates_demo_and_queues_its_import_after_commit(
     assert 'hx-trigger="every 1s"' in page
 
 
-def test_demo_button_twice_does_not_queue_again(client, monkeypatch):
-    queued = []
-    monkeypatch.setattr(
-        project_views.tasks, "demo_project_build", SimpleNamespace(delay=queued.append)
-    )
+def test_demo_button_twice_does_not_queue_again(
+    client, enqueued, django_capture_on_commit_callbacks
+):
     demo.demo_project_create()
     client.force_login(approver())
-    response = client.post(reverse("demo-project-create"))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("demo-project-create"))
     assert response.status_code == 302
-    assert queued == []
+    assert enqueued == []
     assert Project.objects.filter(slug=demo.DEMO_SLUG).count() == 1
 
 

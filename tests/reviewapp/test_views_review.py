@@ -284,9 +284,8 @@ def test_an_unknown_version_is_404_and_no_version_explains(rita, queue):
     assert "There is no model to review with yet" in page
 
 
-def test_retrain_queues_a_run_with_the_last_settings(rita, queue, monkeypatch):
+def test_retrain_queues_a_run_with_the_last_settings(rita, queue, enqueued):
     project, version, _, _, _ = queue
-    monkeypatch.setattr("reviewapp.tasks.training_run_process.delay", lambda run_id: None)
     last = TrainingRun.objects.create(
         project=project, status="succeeded", config={"epochs": 7, "image_size": 48}
     )

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from reviewapp import training
+from reviewapp import enqueue, training
 from reviewapp.models import TrainingRun
 from tests.factories import TINY_TRAINING, UserFactory, reviewer, trainable_project
 
@@ -32,13 +32,17 @@ def user_client(client):
 
 
 @pytest.fixture
-def enqueued(monkeypatch):
+def enqueued(enqueued):
     """Runs the pages queue, by id, instead of sending them to a broker."""
-    queued = []
-    monkeypatch.setattr(
-        "reviewapp.tasks.training_run_process.delay", lambda run_id: queued.append(run_id)
-    )
-    return queued
+
+    class Runs:
+        def __eq__(self, other):
+            return enqueued.ids(enqueue.TRAINING_RUN) == other
+
+        def __repr__(self):
+            return repr(enqueued.ids(enqueue.TRAINING_RUN))
+
+    return Runs()
 
 
 def start_form(**changes) -> dict:

@@ -110,6 +110,35 @@ class Project(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
         help_text="Minutes a claim lasts without activity before others get the cards.",
     )
+    # Retraining policy (reviewapp.policy): off while both thresholds are empty.
+    retrain_after_decisions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Retrain after this many review decisions since the latest version's data.",
+    )
+    retrain_after_images = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Retrain after this many newly labeled images (labeling included).",
+    )
+    retrain_min_hours = models.PositiveIntegerField(
+        default=24,
+        validators=[MaxValueValidator(24 * 365)],
+        help_text="At most one policy run per this many hours.",
+    )
+    retrain_audit = models.CharField(
+        max_length=4,
+        blank=True,
+        default="",
+        choices=[("", "No audit"), ("fast", "Fast audit"), ("full", "Full audit")],
+        help_text="Audit the labels with the new version after a policy run.",
+    )
+    retrain_shadow = models.BooleanField(
+        default=False,
+        help_text="Put the new version into shadow when it beats the live one on validation.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -127,6 +156,10 @@ class Project(models.Model):
 
     def split_for(self, sha256: str) -> str:
         return split_for(sha256, seed=self.split_seed, valid_pct=self.valid_pct)
+
+    @property
+    def retrain_policy_on(self) -> bool:
+        return bool(self.retrain_after_decisions or self.retrain_after_images)
 
 
 hotkey_validator = RegexValidator(r"^[1-9]$", "A hotkey is one digit from 1 to 9.")
@@ -391,9 +424,24 @@ class TrainingRun(models.Model):
         SUGGESTING = "suggest", "Suggesting labels for unlabeled images"
         DONE = "done", "Done"
 
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Started by a person"
+        RETRAIN = "retrain", "Retrain with the last settings"
+        POLICY = "policy", "The project's retraining policy"
+        API = "api", "The API"
+        COMMAND = "command", "manage.py train"
+
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    reason = models.CharField(max_length=300, blank=True, help_text="Why it was started.")
+    # A policy run's follow-ups, copied from the project when it was started.
+    then_audit = models.CharField(max_length=4, blank=True, default="")
+    then_shadow = models.BooleanField(default=False)
+    # Sends of its task: the reaper sends a pending run again when the message was lost.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_count = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -799,6 +847,9 @@ class LabelAudit(models.Model):
         help_text="trainer.trust's whole assessment: per-class recall, warning, suggestions.",
     )
     error_message = models.TextField(blank=True)
+    reason = models.CharField(max_length=300, blank=True, help_text="Why it was started.")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_count = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -1026,3 +1077,10 @@ class QueueClaim(models.Model):
 
     def __str__(self):
         return f"{self.get_queue_display()} claim of image {self.image_id} by {self.user_id}"
+
+
+# Loop models live in their own modules; imported here so Django finds them.
+from .notifications import Notification, NotificationPreference  # noqa: E402
+from .webhooks import Webhook, WebhookDelivery  # noqa: E402
+
+__all__ += ["Notification", "NotificationPreference", "Webhook", "WebhookDelivery"]
