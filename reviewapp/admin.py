@@ -51,6 +51,18 @@ class ProjectAdmin(admin.ModelAdmin):
             "DataBlock (edit the split on the project's settings page)",
             {"fields": ("image_size", "resize_method", "augment", "valid_pct", "split_seed")},
         ),
+        (
+            "Retraining policy (off while both thresholds are empty)",
+            {
+                "fields": (
+                    "retrain_after_decisions",
+                    "retrain_after_images",
+                    "retrain_min_hours",
+                    "retrain_audit",
+                    "retrain_shadow",
+                )
+            },
+        ),
     )
 
     def get_readonly_fields(self, request, obj=None):
@@ -231,6 +243,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         "project",
         "status",
         "phase",
+        "trigger",
         "progress_done",
         "progress_total",
         "n_images",
@@ -239,8 +252,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         "created_at",
         "finished_at",
     )
-    list_filter = ("status", "project")
-    search_fields = ("=id", "project__name", "worker", "error_message")
+    list_filter = ("status", "trigger", "project")
+    search_fields = ("=id", "project__name", "worker", "error_message", "reason")
     list_select_related = ("project", "created_by")
     # The frozen data list can hold 100,000 rows: its hash is enough here.
     exclude = ("snapshot",)

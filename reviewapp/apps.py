@@ -5,3 +5,9 @@ class ReviewappConfig(AppConfig):
     name = "reviewapp"
     verbose_name = "Loupe"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # The retraining policy's follow-ups listen to events, so training never imports it.
+        from . import events, policy
+
+        events.emitted.connect(policy.policy_followups, dispatch_uid="loupe-policy-after-run")

@@ -17,11 +17,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, QuerySet
+from django.urls import reverse
 from django.utils import timezone
 
 from trainer.ranking import DEFAULT_RANKING, RANKINGS
 
 from . import enqueue as jobs
+from . import events
 from .models import AuditScore, Category, Image, LabelAudit, ModelVersion, Project
 
 __all__ = [
@@ -79,6 +81,7 @@ def label_audit_create(
     actor=None,
     version: ModelVersion | None = None,
     enqueue: bool = True,
+    reason: str = "",
 ) -> LabelAudit:
     """Queue an audit of the project's labeled images against ``version`` (default: latest)."""
     from .training import CONFIG_FIELDS, train_config_for
@@ -125,6 +128,7 @@ def label_audit_create(
         seed=project.split_seed,
         config=config,
         created_by=actor,
+        reason=reason[:300],
     )
     if enqueue:
         jobs.send(jobs.AUDIT_START, audit.pk)
@@ -165,7 +169,7 @@ def _embeddings_path(audit: LabelAudit) -> Path:
 
 def _fail(audit_id: int, message: str) -> None:
     unfinished = (LabelAudit.Status.PENDING, LabelAudit.Status.RUNNING)
-    LabelAudit.objects.filter(pk=audit_id, status__in=unfinished).update(
+    failed = LabelAudit.objects.filter(pk=audit_id, status__in=unfinished).update(
         status=LabelAudit.Status.FAILED,
         phase=LabelAudit.Phase.DONE,
         error_message=message,
@@ -174,6 +178,46 @@ def _fail(audit_id: int, message: str) -> None:
     audit = LabelAudit.objects.filter(pk=audit_id).first()
     if audit is not None:
         shutil.rmtree(_audit_dir(audit), ignore_errors=True)
+    if failed:
+        audit_announce(audit_id=audit_id)
+
+
+def audit_announce(*, audit_id: int) -> None:
+    """Tell who started an audit how it ended, and the project's webhooks."""
+    audit = (
+        LabelAudit.objects.select_related("project", "created_by", "version")
+        .defer("snapshot")
+        .get(pk=audit_id)
+    )
+    project = audit.project
+    if audit.status == LabelAudit.Status.SUCCEEDED:
+        found = (
+            f"{audit.issues_low}-{audit.issues_high} likely label issues"
+            if audit.issues_low is not None and audit.issues_high is not None
+            else f"{audit.n_issues} label issues"
+        )
+        message = f"{project.name}: label audit #{audit.pk} finished: {found}."
+    else:
+        message = f"{project.name}: label audit #{audit.pk} failed: {audit.error_message[:200]}"
+    events.emit(
+        "audit.finished",
+        project=project,
+        data={
+            "audit_id": audit.pk,
+            "status": audit.status,
+            "mode": audit.mode,
+            "version": audit.version.number,
+            "n_issues": audit.n_issues,
+            "issues_low": audit.issues_low,
+            "issues_high": audit.issues_high,
+            "oof_accuracy": audit.oof_accuracy,
+            "reason": audit.reason,
+            "error_message": audit.error_message,
+        },
+        message=message,
+        link=reverse("label-audit", kwargs={"pk": audit.pk}),
+        users=[audit.created_by],
+    )
 
 
 def _guarded(audit_id: int, work):
@@ -399,6 +443,7 @@ def _finish(audit: LabelAudit) -> str:
             n_leaks=sum(1 for s in splits_of.values() if len(s) > 1),
             finished_at=timezone.now(),
         )
+        audit_announce(audit_id=audit.pk)
     shutil.rmtree(_audit_dir(audit), ignore_errors=True)
     return AuditOutcome.DONE
 

@@ -14,6 +14,7 @@ __all__ = [
     "CategoryForm",
     "CategoryMergeForm",
     "ImageFilterForm",
+    "NotificationPreferenceForm",
     "ProjectCreateForm",
     "ProjectSettingsForm",
     "TrainingRunForm",
@@ -362,6 +363,45 @@ class RolloutPolicyForm(forms.Form):
         return ",".join(map(str, steps))
 
 
+class RetrainPolicyForm(forms.Form):
+    """When the project retrains by itself (reviewapp.policy); both thresholds empty: never."""
+
+    retrain_after_decisions = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Retrain after review decisions",
+        help_text="Review decisions (confirm, relabel, delete, restore) since the latest "
+        "version's data. Empty: not a trigger.",
+    )
+    retrain_after_images = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Retrain after newly labeled images",
+        help_text="Images uploaded with a label, or labeled in the Label queue, since the "
+        "latest version's data. Empty: not a trigger.",
+    )
+    retrain_min_hours = forms.IntegerField(
+        min_value=0,
+        max_value=24 * 365,
+        label="At most once per (hours)",
+        help_text="Hours that must pass after a run before the policy starts another.",
+    )
+    retrain_audit = forms.ChoiceField(
+        required=False,
+        choices=[("", "No audit"), ("fast", "Fast audit"), ("full", "Full audit")],
+        label="Then audit the labels",
+    )
+    retrain_shadow = forms.BooleanField(
+        required=False,
+        label="Then put the new version into shadow when it beats live on validation",
+        help_text="Shadow serves nobody; approving and moving traffic stay your decisions.",
+    )
+
+    @classmethod
+    def for_project(cls, project: Project, data=None) -> "RetrainPolicyForm":
+        return cls(data, initial={name: getattr(project, name) for name in cls.base_fields})
+
+
 class BackboneImportForm(forms.Form):
     """An ImageNet weights file for an air-gapped site, e.g. torchvision's resnet18-f37072fd.pth."""
 
@@ -370,4 +410,14 @@ class BackboneImportForm(forms.Form):
         label="Weights file (.pth)",
         help_text="A state_dict, as torchvision publishes it. It is loaded with "
         "torch.load(weights_only=True) and must fit the architecture.",
+    )
+
+
+class NotificationPreferenceForm(forms.Form):
+    """Whether a user also gets their notifications by email."""
+
+    email = forms.BooleanField(
+        required=False,
+        label="Also email me my notifications",
+        help_text="Sent to the address on your account when a notification arrives.",
     )

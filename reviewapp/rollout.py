@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 
-from . import selectors
+from . import events, notifications, selectors
 from .models import ImageScore, ModelVersion, Prediction, Project, RolloutEvent
 
 __all__ = [
@@ -374,6 +374,8 @@ def next_steps(*, version: ModelVersion, live: ModelVersion | None) -> list[tupl
     first = steps[0] if steps[0] < 100 else None
     has_live = live is not None and live.pk != version.pk
     offered = []
+    if version.awaits_approval:
+        return offered  # approval first, even in shadow
     if version.stage == Stage.APPROVED:
         offered.append(("Start shadow", Stage.SHADOW, 0))
     if version.stage in (Stage.APPROVED, Stage.SHADOW):
@@ -438,7 +440,7 @@ def _move(
         version.paused_reason = paused_reason
         fields.append("paused_reason")
     version.save(update_fields=fields)
-    return RolloutEvent.objects.create(
+    event = RolloutEvent.objects.create(
         version=version,
         from_stage=from_stage,
         to_stage=stage,
@@ -446,6 +448,50 @@ def _move(
         actor=actor,
         reason=reason,
     )
+    _announce(version, event, paused=bool(paused_reason))
+    return event
+
+
+def _announce(version: ModelVersion, event: RolloutEvent, *, paused: bool) -> None:
+    """Webhooks hear of every move; approvers are told when a guardrail paused a rollout."""
+    project = version.project
+    data = {
+        "version_id": version.pk,
+        "version": version.number,
+        "from_stage": event.from_stage,
+        "to_stage": event.to_stage,
+        "traffic_share": event.traffic_share,
+        "actor": event.actor.get_username() if event.actor else None,
+        "reason": event.reason,
+    }
+    link = version.get_absolute_url()
+    if paused:
+        events.emit(
+            "guardrail.paused",
+            project=project,
+            data=data,
+            message=f"{project.name}: {version.label} was paused at {event.traffic_share}%. "
+            f"{event.reason}"[:300],
+            link=link,
+            users=notifications.approvers(project=project),
+        )
+    elif event.to_stage == Stage.APPROVED:
+        events.emit(
+            "version.approved",
+            project=project,
+            data=data,
+            message=f"{project.name}: {version.label} was approved.",
+            link=link,
+        )
+    else:
+        share = f" at {event.traffic_share}%" if event.to_stage == Stage.LIMITED else ""
+        events.emit(
+            "version.stage_changed",
+            project=project,
+            data=data,
+            message=f"{project.name}: {version.label} is now {event.to_stage}{share}.",
+            link=link,
+        )
 
 
 def _sync(target: ModelVersion, source: ModelVersion) -> ModelVersion:
@@ -462,7 +508,7 @@ def version_approve(
     """Approve a candidate; below the project's review coverage only with an override reason."""
     note, override_reason = (note or "").strip(), (override_reason or "").strip()
     current = _lock(version)
-    if current.stage != Stage.CANDIDATE:
+    if not current.awaits_approval:
         raise RolloutError(
             f"{current.label} is {current.get_stage_display().lower()}; only a candidate "
             "can be approved."
@@ -484,6 +530,22 @@ def version_approve(
             f"{summary.required_coverage:.0%}): {override_reason}"
         )
     _move(current, stage=Stage.APPROVED, share=0, actor=actor, reason=reason)
+    return _sync(version, current)
+
+
+@transaction.atomic
+def version_shadow_unapproved(*, version: ModelVersion, reason: str) -> ModelVersion:
+    """The retraining policy's shadow: a candidate answers beside live, serving nobody.
+
+    Approval stays a person's decision: the version still awaits it, and nothing moves it
+    to limited or live before.
+    """
+    current = _lock(version)
+    if current.stage != Stage.CANDIDATE:
+        raise RolloutError(
+            f"{current.label} is {current.get_stage_display().lower()}, not a candidate."
+        )
+    _move(current, stage=Stage.SHADOW, share=0, actor=None, reason=reason)
     return _sync(version, current)
 
 
@@ -568,6 +630,8 @@ def version_stage_set(
     if stage == Stage.LIMITED and share == 100:
         stage = Stage.LIVE
 
+    if current.awaits_approval:
+        raise RolloutError(f"{current.label} is not approved yet: approve it first.")
     if stage == Stage.SHADOW:
         if current.stage != Stage.APPROVED:
             raise RolloutError(

@@ -544,6 +544,17 @@ def label_event_list(
     return EventPage(events=events, next_cursor=next_cursor, has_previous=bool(before))
 
 
+def policy_runs_recent(*, project: Project, limit: int = 5) -> list:
+    """The latest runs the retraining policy started, for the project's history."""
+    from .models import TrainingRun
+
+    return list(
+        TrainingRun.objects.filter(project=project, trigger=TrainingRun.Trigger.POLICY)
+        .defer("snapshot")
+        .order_by("-id")[:limit]
+    )
+
+
 def label_event_actors(*, project: Project) -> list:
     """The people who changed something in this project, by username (one indexed probe each)."""
     from django.contrib.auth import get_user_model

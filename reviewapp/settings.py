@@ -188,6 +188,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Periodic jobs (reviewapp.periodic) live in the database: the admin shows and edits them.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Seconds between periodic jobs, as first written into the schedules by migrate.
+LOUPE_POLICY_EVERY = int(os.environ.get("LOUPE_POLICY_EVERY", 300))
+LOUPE_GUARDRAILS_EVERY = int(os.environ.get("LOUPE_GUARDRAILS_EVERY", 300))
+LOUPE_REAP_EVERY = int(os.environ.get("LOUPE_REAP_EVERY", 300))
+LOUPE_STAGING_CLEANUP_EVERY = int(os.environ.get("LOUPE_STAGING_CLEANUP_EVERY", 3600))
+# The reaper: a job pending this long is sent again; after this many sends it fails.
+LOUPE_PENDING_TIMEOUT = int(os.environ.get("LOUPE_PENDING_TIMEOUT", 600))
+LOUPE_PENDING_MAX_SENDS = int(os.environ.get("LOUPE_PENDING_MAX_SENDS", 3))
+LOUPE_UPLOAD_TIME_LIMIT = 3700  # upload_batch_process's hard time limit
+LOUPE_STAGING_MAX_AGE = int(os.environ.get("LOUPE_STAGING_MAX_AGE", 24 * 3600))
 # Training has its own queue, consumed by a worker with concurrency 1 and prefetch 1.
 # Training and label audits (their prepare, fold and finishing jobs) go to the training queue.
 CELERY_TASK_ROUTES = {
@@ -230,6 +240,31 @@ LOUPE_INLINE_UPLOAD_MAX_FILES = int(os.environ.get("LOUPE_INLINE_UPLOAD_MAX_FILE
 LOUPE_INLINE_UPLOAD_MAX_BYTES = int(
     os.environ.get("LOUPE_INLINE_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)
 )
+
+# Notifications: links in emails start with LOUPE_BASE_URL, the address people open Loupe at.
+LOUPE_BASE_URL = os.environ.get("LOUPE_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Webhooks: each attempt ends within the timeout (seconds, however slowly the endpoint answers);
+# a delivery is tried this many times with backoff, and after this many failed deliveries in a
+# row the webhook is turned off. A webhook to LOUPE_BASE_URL's host and port is refused.
+LOUPE_WEBHOOK_TIMEOUT = float(os.environ.get("LOUPE_WEBHOOK_TIMEOUT", 10))
+LOUPE_WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("LOUPE_WEBHOOK_MAX_ATTEMPTS", 5))
+LOUPE_WEBHOOK_DISABLE_AFTER = int(os.environ.get("LOUPE_WEBHOOK_DISABLE_AFTER", 3))
+# Email goes to the console unless the environment names a backend; EMAIL_HOST alone means SMTP,
+# so a deployment that names its mail server is not left printing mail to a log.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if os.environ.get("EMAIL_HOST")
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)
+# Mail is sent from the request or task that notified: a dead server must not hold it long.
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT", 10))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Loupe <loupe@localhost>")
 
 DATA_UPLOAD_MAX_NUMBER_FILES = 10_000
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

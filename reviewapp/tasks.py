@@ -11,6 +11,10 @@ __all__ = [
     "suggestions_refresh_process",
     "training_run_process",
     "upload_batch_process",
+    "periodic_guardrails",
+    "periodic_policy_check",
+    "periodic_reap",
+    "periodic_staging_cleanup",
     "webhook_deliver",
     "weights_fetch_process",
 ]
@@ -123,3 +127,36 @@ def label_audit_complete(audit_id: int) -> str:
     from . import audits
 
     return audits.label_audit_finish(audit_id=audit_id)
+
+
+# Periodic jobs: Celery beat sends them (schedules in the database, reviewapp.periodic).
+
+
+@shared_task(soft_time_limit=300, time_limit=330)
+def periodic_policy_check() -> int:
+    from .policy import policy_check
+
+    return len(policy_check())
+
+
+@shared_task(soft_time_limit=300, time_limit=330)
+def periodic_guardrails() -> int:
+    from .rollout import limited_versions_guard
+
+    return len(limited_versions_guard())
+
+
+@shared_task(soft_time_limit=300, time_limit=330)
+def periodic_reap() -> int:
+    from .reaper import pending_jobs_reap
+
+    training.training_runs_reap()
+    report = pending_jobs_reap()
+    return len(report.resent) + len(report.failed)
+
+
+@shared_task(soft_time_limit=300, time_limit=330)
+def periodic_staging_cleanup() -> int:
+    from .reaper import staging_cleanup
+
+    return len(staging_cleanup())

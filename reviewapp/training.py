@@ -24,9 +24,12 @@ from django.db.models import Count, F, Max
 from django.utils import timezone
 
 from . import enqueue as jobs
+from . import events, notifications
 from .models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project, TrainingRun
 
 __all__ = [
+    "last_successful_config",
+    "run_announce",
     "CPU_DEFAULTS",
     "RunOutcome",
     "train_config_for",
@@ -134,17 +137,37 @@ def _check_trainable(project: Project) -> None:
 
 @transaction.atomic
 def training_run_create(
-    *, project: Project, actor=None, config: dict[str, Any] | None = None, enqueue: bool = True
+    *,
+    project: Project,
+    actor=None,
+    config: dict[str, Any] | None = None,
+    enqueue: bool = True,
+    trigger: str = TrainingRun.Trigger.MANUAL,
+    reason: str = "",
+    then_audit: str = "",
+    then_shadow: bool = False,
 ) -> TrainingRun:
     """Queue a training run; it waits behind any run of the same project."""
     train_config = train_config_for(project, config)
     _check_trainable(project)
     run = TrainingRun.objects.create(
-        project=project, created_by=actor, config=train_config.to_dict()
+        project=project,
+        created_by=actor,
+        config=train_config.to_dict(),
+        trigger=trigger,
+        reason=reason[:300],
+        then_audit=then_audit,
+        then_shadow=then_shadow,
     )
     if enqueue:
         jobs.send(jobs.TRAINING_RUN, run.pk)
     return run
+
+
+def last_successful_config(project: Project) -> dict[str, Any]:
+    """The settings of the project's last successful run: what a retrain trains with."""
+    last = project.training_runs.filter(status=TrainingRun.Status.SUCCEEDED).order_by("-id").first()
+    return {k: v for k, v in (last.config if last else {}).items() if k in CONFIG_FIELDS}
 
 
 def training_run_cancel(*, run: TrainingRun, actor=None) -> TrainingRun:
@@ -188,8 +211,57 @@ def _fail_dead(runs, message: str) -> int:
         )
         if marked:
             _discard(run)
+            run_announce(run_id=run.pk)
         failed += marked
     return failed
+
+
+def run_announce(*, run_id: int) -> None:
+    """Tell who started a run how it ended, approvers of a new version, and the webhooks."""
+    run = (
+        TrainingRun.objects.select_related("project", "created_by").defer("snapshot").get(pk=run_id)
+    )
+    project = run.project
+    data = {
+        "run_id": run.pk,
+        "status": run.status,
+        "trigger": run.trigger,
+        "reason": run.reason,
+        "error_message": run.error_message,
+    }
+    link = run.get_absolute_url()
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        version = ModelVersion.objects.filter(run=run).first()
+        if version is not None:
+            data.update(version_id=version.pk, version=version.number, accuracy=version.accuracy)
+        said = f" as {version.label}" if version is not None else ""
+        if version is not None and version.accuracy is not None:
+            said += f", validation accuracy {version.accuracy:.1%}"
+        events.emit(
+            "run.succeeded",
+            project=project,
+            data=data,
+            message=f"{project.name}: run #{run.pk} succeeded{said}.",
+            link=link,
+            users=[run.created_by],
+        )
+        if version is not None:
+            notifications.notify(
+                notifications.approvers(project=project),
+                kind="version.awaiting_approval",
+                message=f"{project.name}: {version.label} awaits your approval.",
+                link=version.get_absolute_url(),
+                project=project,
+            )
+    elif run.status == TrainingRun.Status.FAILED:
+        events.emit(
+            "run.failed",
+            project=project,
+            data=data,
+            message=f"{project.name}: run #{run.pk} failed: {run.error_message[:200]}",
+            link=link,
+            users=[run.created_by],
+        )
 
 
 def training_runs_reap(*, project: Project | None = None) -> int:
@@ -389,6 +461,7 @@ def _finish(run_id: int, status: str, message: str = "") -> None:
         error_message=message,
         finished_at=timezone.now(),
     )
+    run_announce(run_id=run_id)
 
 
 def training_run_execute(

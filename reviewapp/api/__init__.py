@@ -56,6 +56,14 @@ api.add_router("", audits_api.router)
 from . import labeling as labeling_api  # noqa: E402
 
 api.add_router("", labeling_api.router)
+# Webhooks: signed POSTs of a project's events, and their delivery log.
+from . import webhooks as webhooks_api  # noqa: E402
+
+api.add_router("", webhooks_api.router)
+# Notifications: the caller's own, newest first, and marking one read.
+from . import notifications as notifications_api  # noqa: E402
+
+api.add_router("", notifications_api.router)
 
 
 # Last, so it only sees paths no router matched: a typo gets JSON, not Django's HTML page.

@@ -1,8 +1,9 @@
 """/projects: list, create, read with counts, change settings."""
 
-from ninja import Router, Schema, Status
+from django.db import transaction
+from ninja import Field, Router, Schema, Status
 
-from .. import selectors, services
+from .. import policy, selectors, services
 from ..models import Project
 from .auth import require_perm
 from .common import InputSchema, project_or_404
@@ -27,6 +28,16 @@ class ProjectOut(Schema):
     slug: str
     description: str
     settings: ProjectSettings
+    # The retraining policy: off while both thresholds are null.
+    retrain_after_decisions: int | None = Field(
+        description="Retrain after this many review decisions since the latest version's data."
+    )
+    retrain_after_images: int | None = Field(
+        description="Retrain after this many newly labeled images (labeling included)."
+    )
+    retrain_min_hours: int = Field(description="At most one policy run per this many hours.")
+    retrain_audit: str = Field(description="'' (none), 'fast' or 'full': audit after a run.")
+    retrain_shadow: bool = Field(description="Shadow the new version when it beats live.")
 
 
 class ClassCountOut(Schema):
@@ -67,6 +78,12 @@ class ProjectIn(ProjectSettingsIn):
 
 class ProjectPatch(ProjectSettingsIn):
     name: str | None = None
+    # The policy: null clears a threshold (both null: the policy is off).
+    retrain_after_decisions: int | None = None
+    retrain_after_images: int | None = None
+    retrain_min_hours: int | None = None
+    retrain_audit: str | None = None
+    retrain_shadow: bool | None = None
 
 
 def project_out(project: Project) -> dict:
@@ -76,6 +93,7 @@ def project_out(project: Project) -> dict:
         "slug": project.slug,
         "description": project.description,
         "settings": {name: getattr(project, name) for name in ProjectSettings.model_fields},
+        **{name: getattr(project, name) for name in policy.POLICY_FIELDS},
     }
 
 
@@ -111,5 +129,12 @@ def project_update(request, slug: str, payload: ProjectPatch):
     """Change a project's name or settings; a new split seed or share re-splits every image."""
     require_perm(request, "reviewapp.change_project", "change projects")
     project = project_or_404(slug)
-    project = services.project_update(project=project, **_given(payload))
+    sent = payload.dict(exclude_unset=True)
+    policy_fields = {name: sent.pop(name) for name in policy.POLICY_FIELDS if name in sent}
+    with transaction.atomic():
+        project = services.project_update(
+            project=project, **{k: v for k, v in sent.items() if v is not None}
+        )
+        if policy_fields:
+            project = policy.policy_update(project=project, **policy_fields)
     return project_out(project)

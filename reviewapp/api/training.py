@@ -84,6 +84,10 @@ class TrainingRunOut(Schema):
     phase: TrainingRun.Phase
     progress: ProgressOut = Field(description="Of the current phase (training, then scoring).")
     cancel_requested: bool
+    trigger: TrainingRun.Trigger = Field(
+        description="What started it: manual, retrain, policy, ..."
+    )
+    reason: str = Field(description='Why, e.g. "policy: 57 review decisions since v3".')
     config: dict[str, Any]
     epochs: list[EpochOut]
     n_images: int
@@ -111,6 +115,8 @@ def training_run_out(request, run: TrainingRun) -> dict:
             "percent": run.progress_percent,
         },
         "cancel_requested": run.cancel_requested,
+        "trigger": run.trigger,
+        "reason": run.reason,
         "config": run.config,
         "epochs": run.epochs,
         "n_images": run.n_images,
@@ -158,7 +164,9 @@ def training_run_start(request, slug: str, payload: TrainingSettingsIn = None):
     require_perm(request, "reviewapp.add_trainingrun", "start training runs")
     project = project_or_404(slug)
     config = payload.dict(exclude_unset=True) if payload else {}
-    run = training.training_run_create(project=project, actor=request.auth, config=config)
+    run = training.training_run_create(
+        project=project, actor=request.auth, config=config, trigger=TrainingRun.Trigger.API
+    )
     return Status(201, training_run_out(request, run))
 
 

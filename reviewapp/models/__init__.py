@@ -574,6 +574,16 @@ class ModelVersion(models.Model):
         return reverse("model-version", kwargs={"pk": self.pk})
 
     @property
+    def awaits_approval(self) -> bool:
+        """A candidate, or a candidate the retraining policy put into shadow unapproved."""
+        if self.stage == self.Stage.CANDIDATE:
+            return True
+        return (
+            self.stage == self.Stage.SHADOW
+            and not self.rollout_events.filter(to_stage=self.Stage.APPROVED).exists()
+        )
+
+    @property
     def label(self) -> str:
         return f"v{self.number}"
 

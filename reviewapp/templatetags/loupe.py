@@ -3,6 +3,8 @@
 from django import template
 from django.utils.safestring import mark_safe
 
+from ..notifications import notification_unread_count
+
 register = template.Library()
 
 
@@ -49,3 +51,18 @@ def duration(value) -> str:
     if minutes:
         return f"{minutes} min {seconds:02d} s"
     return f"{seconds} s"
+
+
+BELL_MAX = 99
+
+
+@register.simple_tag(takes_context=True)
+def notification_bell_count(context) -> str:
+    """The bell's unread count for the signed-in user: "" for none, "99+" past 99."""
+    user = getattr(context.get("request"), "user", None) or context.get("user")
+    if user is None or not user.is_authenticated:
+        return ""
+    unread = notification_unread_count(user=user, at_most=BELL_MAX + 1)
+    if not unread:
+        return ""
+    return f"{BELL_MAX}+" if unread > BELL_MAX else str(unread)

@@ -50,6 +50,7 @@ def project_activity(request, slug):
         },
         "system_actor": selectors.SYSTEM_ACTOR,
         "cursor": before,
+        "policy_runs": selectors.policy_runs_recent(project=project),
     }
     return render_page(request, "reviewapp/activity.html", "activity-list", context)
 

@@ -10,12 +10,13 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import demo, enqueue, labeling, selectors, services, training
+from .. import demo, enqueue, labeling, policy, selectors, services, training
 from ..backbones import present_architectures
 from ..forms import (
     DATABLOCK_FIELDS,
     ProjectCreateForm,
     ProjectSettingsForm,
+    RetrainPolicyForm,
     TrainingRunForm,
     UploadForm,
 )
@@ -154,5 +155,40 @@ def project_settings(request, slug):
         request,
         "reviewapp/project_settings.html",
         "project-settings-form",
-        {"project": project, "form": form, "datablock_fields": DATABLOCK_FIELDS},
+        _settings_context(project, form=form),
+    )
+
+
+def _settings_context(project, *, form=None, policy_form=None) -> dict:
+    return {
+        "project": project,
+        "form": form or ProjectSettingsForm.for_project(project),
+        "datablock_fields": DATABLOCK_FIELDS,
+        "policy_form": policy_form or RetrainPolicyForm.for_project(project),
+        "policy_status": policy.policy_status(project=project),
+    }
+
+
+@require_POST
+@login_required
+def project_retrain_policy(request, slug):
+    """Save the retraining policy; the section shows where the project stands against it."""
+    project = project_for(request, slug, "reviewapp.change_project")
+    form = RetrainPolicyForm(request.POST)
+    if form.is_valid():
+        try:
+            policy.policy_update(project=project, **form.cleaned_data)
+        except ValidationError as exc:
+            project.refresh_from_db()
+            add_service_errors(form, exc)
+        else:
+            state = "on" if project.retrain_policy_on else "off"
+            messages.success(request, f"Retraining policy saved: it is {state}.")
+            return redirect("project-settings", slug=project.slug)
+    return render_page(
+        request,
+        "reviewapp/project_settings.html",
+        "retrain-policy",
+        _settings_context(project, policy_form=form),
+        status=400,
     )

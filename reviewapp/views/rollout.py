@@ -134,7 +134,7 @@ def _approval_context(version: ModelVersion, form: ApprovalForm) -> dict:
         "events": _timeline(version),
         "steps": rollout.next_steps(version=version, live=live),
         "seen": _seen(version),
-        "can_decide": version.stage == Stage.CANDIDATE,
+        "can_decide": version.awaits_approval,
         "can_reject": version.stage in (Stage.CANDIDATE, Stage.APPROVED, Stage.SHADOW),
     }
 

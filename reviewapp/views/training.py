@@ -122,10 +122,15 @@ def training_run_cancel(request, pk):
 def training_run_retrain(request, slug):
     """Train again on the data as reviewed now, with the settings of the last successful run."""
     project = project_for(request, slug, "reviewapp.add_trainingrun")
-    last = project.training_runs.filter(status=TrainingRun.Status.SUCCEEDED).order_by("-id").first()
-    config = {k: v for k, v in (last.config if last else {}).items() if k in training.CONFIG_FIELDS}
+    config = training.last_successful_config(project)
     try:
-        run = training.training_run_create(project=project, actor=request.user, config=config)
+        run = training.training_run_create(
+            project=project,
+            actor=request.user,
+            config=config,
+            trigger=TrainingRun.Trigger.RETRAIN,
+            reason="retrain with the last successful run's settings",
+        )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("training-run-list", slug=project.slug)

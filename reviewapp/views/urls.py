@@ -13,6 +13,7 @@ from . import (
     images,
     labeling,
     media,
+    notifications,
     predict,
     projects,
     review,
@@ -20,6 +21,7 @@ from . import (
     training,
     uploads,
     versions,
+    webhooks,
 )
 
 urlpatterns = [
@@ -33,6 +35,20 @@ urlpatterns = [
     path("account/tokens/", accounts.api_tokens, name="api-tokens"),
     path("account/tokens/new", accounts.api_token_create, name="api-token-create"),
     path("account/tokens/<int:pk>/revoke", accounts.api_token_revoke, name="api-token-revoke"),
+    # Notifications: the user's own, with the bell in the header
+    path("notifications/", notifications.notification_list, name="notifications"),
+    path("notifications/bell", notifications.notifications_bell, name="notifications-bell"),
+    path(
+        "notifications/read-all",
+        notifications.notifications_read_all,
+        name="notifications-read-all",
+    ),
+    path(
+        "notifications/preferences",
+        notifications.notification_preferences,
+        name="notification-preferences",
+    ),
+    path("notifications/<int:pk>/open", notifications.notification_open, name="notification-open"),
     # ImageNet weights for every project's training
     path("backbones/", backbones.backbone_list, name="backbone-list"),
     path("backbones/import", backbones.backbone_import, name="backbone-import"),
@@ -44,6 +60,11 @@ urlpatterns = [
     path("projects/demo", projects.demo_project_create, name="demo-project-create"),
     path("p/<slug:slug>/", projects.project_detail, name="project-detail"),
     path("p/<slug:slug>/settings/", projects.project_settings, name="project-settings"),
+    path(
+        "p/<slug:slug>/settings/policy",
+        projects.project_retrain_policy,
+        name="project-retrain-policy",
+    ),
     # Images
     path("p/<slug:slug>/images/", images.image_browser, name="image-browser"),
     path("images/<int:pk>/", images.image_detail, name="image-detail"),
@@ -153,4 +174,10 @@ urlpatterns = [
         {"queue": "outliers"},
         name="label-audit-outliers",
     ),
+    # Webhooks: signed POSTs of a project's events, for approvers
+    path("p/<slug:slug>/webhooks/", webhooks.project_webhooks, name="project-webhooks"),
+    path("p/<slug:slug>/webhooks/new", webhooks.webhook_create, name="webhook-create"),
+    path("webhooks/<int:pk>/edit", webhooks.webhook_update, name="webhook-update"),
+    path("webhooks/<int:pk>/delete", webhooks.webhook_delete, name="webhook-delete"),
+    path("webhooks/<int:pk>/deliveries/", webhooks.webhook_deliveries, name="webhook-deliveries"),
 ]

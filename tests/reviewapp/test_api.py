@@ -280,6 +280,12 @@ def test_create_project_derives_slug_and_stores_settings(approver_api):
             "valid_pct": 0.25,
             "split_seed": 7,
         },
+        # A new project's retraining policy is off.
+        "retrain_after_decisions": None,
+        "retrain_after_images": None,
+        "retrain_min_hours": 24,
+        "retrain_audit": "",
+        "retrain_shadow": False,
     }
     assert (project.image_size, project.resize_method, project.augment) == (128, "pad", False)
     assert project.created_by.username == "ada"
@@ -899,7 +905,15 @@ def test_openapi_schema_lists_every_path_and_the_bearer_scheme():
         "/api/v1/label-audits/{audit_id}/cancel",
         "/api/v1/label-audits/{audit_id}/scores",
         "/api/v1/projects/{slug}/labeling-queue",
+        "/api/v1/notifications",
+        "/api/v1/notifications/{id}/read",
+        "/api/v1/projects/{slug}/webhooks",
+        "/api/v1/webhooks/{webhook_id}",
+        "/api/v1/webhooks/{webhook_id}/deliveries",
     }
+    ops = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    assert {"webhook_list", "webhook_create", "webhook_update", "webhook_delete"} <= ops
+    assert {"webhook_deliveries", "notification_list", "notification_read"} <= ops
     assert schema["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
     assert schema["paths"]["/api/v1/projects"]["post"]["operationId"] == "project_create"
 

@@ -19,7 +19,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from reviewapp import services, training
+from reviewapp import notifications, services, training
 from reviewapp.api import api
 from reviewapp.forms import ProjectSettingsForm, TrainingRunForm
 from reviewapp.models import (
@@ -31,6 +31,7 @@ from reviewapp.models import (
     Project,
     TrainingRun,
     UploadBatch,
+    Webhook,
     WeightsFetch,
 )
 from tests.factories import (
@@ -77,6 +78,9 @@ class World:
     prediction: object = None
     audit: object = None  # Label audits: a finished audit of `version`
     weights_fetch: object = None  # Backbones: a finished download job
+    webhook: object = None  # Webhooks: one, to a loopback port nothing is sent to
+    notification: object = None  # Notifications: the approver's, about `run`
+    caller: object = None  # the user an API case is sent as, for API_SETUP to use
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +122,16 @@ def world() -> World:
     _serving_world(world)
     world.audit = finished_audit(project, world.version)
     world.weights_fetch = WeightsFetch.objects.create(architecture="resnet18", status="failed")
+    world.webhook = Webhook.objects.create(
+        project=project, url="http://127.0.0.1:9/hook", events=["run.failed"]
+    )
+    world.notification = _notification_for(users["approver"], world)
     return world
+
+
+def _notification_for(user: User, w: World):
+    link = reverse("training-run", args=[w.run.pk])
+    return notifications.notify([user], kind="run.succeeded", message="Run ended", link=link)[0]
 
 
 def _serving_world(w: World) -> None:
@@ -236,6 +249,13 @@ PAGES = [
     Row("api-token-create",      "POST", LOGIN, 200,     200,     200,
         body=lambda w: {"name": "laptop"}),
     Row("api-token-revoke",      "POST", LOGIN, 302,     302,     302, pk="token"),
+    # Notifications are their user's own, like tokens; another user's is a 404.
+    Row("notifications",         "GET",  LOGIN, 200,     200,     200),
+    Row("notifications-bell",    "GET",  LOGIN, 200,     200,     200),
+    Row("notifications-read-all", "POST", LOGIN, 302,    302,     302),
+    Row("notification-preferences", "POST", LOGIN, 302,  302,     302,
+        body=lambda w: {"email": "on"}),
+    Row("notification-open",     "GET",  LOGIN, 404,     404,     302, pk="notification"),
     # Projects
     Row("project-list",          "GET",  LOGIN, 403,     200,     200),
     Row("project-create",        "POST", LOGIN, 403,     403,     302, body=_project_new),
@@ -243,6 +263,8 @@ PAGES = [
     Row("project-detail",        "GET",  LOGIN, 403,     200,     200),
     Row("project-settings",      "GET",  LOGIN, 403,     403,     200),
     Row("project-settings",      "POST", LOGIN, 403,     403,     302, body=_project_settings),
+    Row("project-retrain-policy", "POST", LOGIN, 403,    403,     302,
+        body=lambda w: {"retrain_after_decisions": "50", "retrain_min_hours": "24"}),
     # Images
     Row("image-browser",         "GET",  LOGIN, 403,     200,     200),
     Row("image-detail",          "GET",  LOGIN, 403,     200,     200, pk="image"),
@@ -330,6 +352,15 @@ PAGES = [
     Row("backbone-fetch",        "POST", LOGIN, 403,     403,     302),
     Row("backbone-import",       "POST", LOGIN, 403,     403,     200),
     Row("weights-fetch",         "GET",  LOGIN, 403,     403,     200, pk="weights_fetch"),
+    # Webhooks are the approvers'; a new one's page (with its secret) is 200, not a redirect.
+    Row("project-webhooks",      "GET",  LOGIN, 403,     403,     200),
+    Row("webhook-create",        "POST", LOGIN, 403,     403,     200,
+        body=lambda w: {"url": "http://127.0.0.1:9/new", "events": ["run.failed"]}),
+    Row("webhook-update",        "POST", LOGIN, 403,     403,     302, pk="webhook",
+        body=lambda w: {"events": ["run.failed", "audit.finished"], "active": "on"}),
+    Row("webhook-delete",        "GET",  LOGIN, 403,     403,     200, pk="webhook"),
+    Row("webhook-delete",        "POST", LOGIN, 403,     403,     302, pk="webhook"),
+    Row("webhook-deliveries",    "GET",  LOGIN, 403,     403,     200, pk="webhook"),
 ]
 # fmt: on
 
@@ -550,6 +581,8 @@ def _api_url(path: str, w: World) -> str:
         "b_id": w.other_version.pk,
         "prediction_id": w.prediction.pk,
         "audit_id": w.audit.pk,
+        "webhook_id": w.webhook.pk,
+        "id": w.notification.pk,
     }
     for name, value in values.items():
         path = path.replace(f"{{{name}}}", str(value))
@@ -667,6 +700,19 @@ def _audit_running(w: World) -> None:
     LabelAudit.objects.filter(pk=w.audit.pk).update(status="running", phase="folds")
 
 
+# Webhooks: approvers only.
+API_APPROVER_ONLY |= {
+    "webhook_list",
+    "webhook_create",
+    "webhook_update",
+    "webhook_delete",
+    "webhook_deliveries",
+}
+API_BODIES |= {
+    "webhook_create": lambda w: {"url": "http://127.0.0.1:9/new", "events": ["run.failed"]},
+    "webhook_update": lambda w: {"events": ["audit.finished"]},
+}
+
 API_SETUP: dict[str, Callable[[World], None]] = {
     "model_version_stage": lambda w: _rollout_setup(w, live=False),
     "project_rollback": lambda w: _rollout_setup(w, live=True),
@@ -702,6 +748,17 @@ API_BODIES |= {
 }
 
 
+# Notifications: the caller's own, so every authenticated user may list and read theirs.
+API_FOR_EVERY_USER = {"notification_list", "notification_read"}
+
+
+def _caller_notification(w: World) -> None:
+    w.notification = _notification_for(w.caller, w)
+
+
+API_SETUP |= {"notification_read": _caller_notification}
+
+
 def _api_role_cases():
     for method, path, operation in API_OPERATIONS:
         name = operation["operationId"]
@@ -729,9 +786,11 @@ def test_api_operation_answers_each_group_as_its_permissions_say(
     client, world, method, path, operation, role
 ):
     _, key = services.api_token_create(user=world.users[role], name="script")
+    world.caller = world.users[role]
     API_SETUP.get(operation["operationId"], lambda w: None)(world)
-    refused = role == "no_group" or (
-        role == "reviewer" and operation["operationId"] in API_APPROVER_ONLY
+    name = operation["operationId"]
+    refused = (role == "no_group" and name not in API_FOR_EVERY_USER) or (
+        role == "reviewer" and name in API_APPROVER_ONLY
     )
     before = _database_state()
 

@@ -1,7 +1,9 @@
-"""Start Loupe in one foreground group: embedded Redis, Celery workers and gunicorn.
+"""Start Loupe in one foreground group: embedded Redis, Celery workers, beat and gunicorn.
 
-Two workers: one for the default queue (uploads, demo) and one for the training queue
-(one run at a time). Ctrl-C (or SIGTERM) stops the web server, then the workers, then Redis.
+Two workers: one for the default queue (uploads, demo, webhooks) and one for the training
+queue (one run at a time); Celery beat sends the periodic jobs (retraining policy,
+guardrails, reaper, staging cleanup). Ctrl-C (or SIGTERM) stops the web server, then beat
+and the workers, then Redis.
 """
 
 import os
@@ -33,8 +35,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-worker", action="store_true", help="Start no Celery worker (one runs elsewhere)."
         )
+        parser.add_argument(
+            "--no-beat",
+            action="store_true",
+            help="Start no Celery beat (exactly one must run per installation).",
+        )
 
-    def handle(self, *args, host, port, web_workers, no_worker, **options):
+    def handle(self, *args, host, port, web_workers, no_worker, no_beat, **options):
         self.stopping = False
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._request_stop)
@@ -58,6 +65,8 @@ class Command(BaseCommand):
             if not no_worker:
                 children.append(("worker", self._start_worker()))
                 children.append(("training worker", self._start_training_worker()))
+            if not no_beat:
+                children.append(("beat", self._start_beat()))
             children.append(("web", self._start_web(host, port, web_workers)))
             self._announce_when_ready(host, port, children)
             while not self.stopping:
@@ -101,6 +110,16 @@ class Command(BaseCommand):
                 "--queues", "training", "--concurrency", "1", "--prefetch-multiplier", "1",
                 "--max-tasks-per-child", "1",
                 "--hostname", "loupe-training@%h", "--loglevel", "INFO",
+            ]
+        )  # fmt: skip
+
+    def _start_beat(self) -> subprocess.Popen:
+        # The schedules live in the database (django-celery-beat): no schedule file to keep.
+        return self._spawn(
+            [
+                sys.executable, "-m", "celery", "-A", "reviewapp", "beat",
+                "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
+                "--loglevel", "INFO",
             ]
         )  # fmt: skip
 

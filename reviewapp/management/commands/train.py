@@ -48,7 +48,10 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 run = training.training_run_create(
-                    project=project_obj, config=config, enqueue=not inline
+                    project=project_obj,
+                    config=config,
+                    enqueue=not inline,
+                    trigger=TrainingRun.Trigger.COMMAND,
                 )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
