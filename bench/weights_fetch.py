@@ -1,6 +1,7 @@
 """Weights download speed: Loupe's fetch against a plain urllib copy of the same file.
 
     LOUPE_OFFLINE=1 .venv/bin/python bench/weights_fetch.py [--mb 100] [--rounds 5] [--json]
+    LOUPE_OFFLINE=1 .venv/bin/python bench/weights_fetch.py --rate 125   # a 1 Gbit/s link
 
 A generated file, named as torchvision names its files (``<arch>-<sha256 prefix>.pth``), is
 served from a separate process on loopback (``python -m http.server``), so the server does
@@ -10,6 +11,8 @@ not share this process's GIL. Each round downloads it twice, in turning order: a
 and their ratio (fetch / plain, median of rounds; the target is >= 0.9). Nothing leaves the
 machine: the URL is 127.0.0.1. Loopback is faster than any real link, so the ratio here is
 the worst case: on a real network the download, not the hashing, sets the pace.
+``--rate MB/S`` makes the server pace its sending to that many MB/s, as a real link would
+(125 for 1 Gbit/s): then both downloads run at the link's speed whenever hashing keeps up.
 """
 
 import argparse
@@ -62,6 +65,25 @@ def make_file(folder: Path, megabytes: int) -> Path:
     return path
 
 
+# A file server that sends at most ``rate`` MB/s, in 64 KiB writes: a link, not loopback.
+PACED_SERVER = """
+import http.server, os, sys, time
+rate = float(sys.argv[2]) * 1e6
+class Paced(http.server.SimpleHTTPRequestHandler):
+    def copyfile(self, source, outputfile):
+        started, sent = time.perf_counter(), 0
+        while block := source.read(1 << 16):
+            outputfile.write(block)
+            sent += len(block)
+            ahead = sent / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Paced).serve_forever()
+"""
+
+
 def plain_copy(url: str, dest: Path) -> float:
     started = time.perf_counter()
     with urllib.request.urlopen(url, timeout=30) as response, open(dest, "wb") as out:
@@ -81,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=100, help="file size in MiB (100)")
     parser.add_argument("--rounds", type=int, default=5, help="(5)")
+    parser.add_argument("--rate", type=float, default=0, help="pace the server, MB/s (0: no)")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()
 
@@ -92,8 +115,11 @@ def main() -> None:
         served.mkdir()
         path = make_file(served, args.mb)
         port = free_port()
+        command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+        if args.rate:
+            command = [sys.executable, "-c", PACED_SERVER, str(port), str(args.rate)]
         server = subprocess.Popen(
-            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            command,
             cwd=served,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -121,7 +147,8 @@ def main() -> None:
     mb = args.mb * (1 << 20) / 1e6
     ratios = [p / q for p, q in zip(plain, loupe, strict=True)]
     ratio = statistics.median(ratios)
-    print(f"{args.mb} MiB over loopback, {args.rounds} rounds in turning order")
+    link = f", the server paced to {args.rate:g} MB/s" if args.rate else ""
+    print(f"{args.mb} MiB over loopback{link}, {args.rounds} rounds in turning order")
     print(f"  plain urllib copy  median {mb / statistics.median(plain):7.0f} MB/s")
     print(f"  Loupe fetch        median {mb / statistics.median(loupe):7.0f} MB/s")
     verdict = "met" if ratio >= TARGET else "NOT met"
@@ -135,6 +162,7 @@ def main() -> None:
                     "fetch_mb_s": round(mb / statistics.median(loupe), 1),
                     "mb": args.mb,
                     "rounds": args.rounds,
+                    "rate_mb_s": args.rate or None,
                 }
             )
         )

@@ -266,8 +266,6 @@ def label_audit_prepare(*, audit_id: int, redelivered: bool = False) -> str:
 def _prepare(audit: LabelAudit) -> str:
     from trainer import assign_folds, embed
 
-    from .training import version_artifact_path
-
     rows = list(
         Image.objects.filter(
             project_id=audit.project_id, status=Image.Status.ACTIVE, label__isnull=False
@@ -278,7 +276,7 @@ def _prepare(audit: LabelAudit) -> str:
     folds = assign_folds([r[4] for r in rows], [r[1] for r in rows], audit.k, audit.seed)
     media = Path(settings.MEDIA_ROOT)
     features = embed(
-        version_artifact_path(audit.version),
+        audit.version.artifact_path(),
         audit.version.export_sha256,
         [str(media / r[3]) for r in rows],
     )

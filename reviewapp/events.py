@@ -13,18 +13,10 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from . import notifications, webhooks
+from .models.webhooks import EVENTS
 
 __all__ = ["EVENTS", "emit", "emitted"]
 
-EVENTS = (
-    "run.succeeded",
-    "run.failed",
-    "audit.finished",
-    "version.approved",
-    "version.stage_changed",
-    "guardrail.paused",
-    "policy.triggered",
-)
 
 # sender: the event name; kwargs: project, data.
 emitted = Signal()

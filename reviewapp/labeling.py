@@ -75,8 +75,6 @@ def suggestions_score(*, version: ModelVersion, on_progress=None, should_stop=No
     not scored yet; then recompute the diverse order. Returns how many were scored."""
     from trainer.suggest import iter_suggestions
 
-    from .training import version_artifact_path
-
     rows = list(
         _unlabeled(version.project_id)
         .exclude(suggestions__version=version)
@@ -91,7 +89,7 @@ def suggestions_score(*, version: ModelVersion, on_progress=None, should_stop=No
     categories = {c.name: c.pk for c in Category.objects.filter(project_id=version.project_id)}
     vocab = version.vocab
     scored = iter_suggestions(
-        version_artifact_path(version),
+        version.artifact_path(),
         [str(media / name) for _, name in rows],
         expected_sha256=version.export_sha256,
     )

@@ -176,10 +176,8 @@ def model_for(version: ModelVersion):
             return cached.predictor
         from trainer import Predictor, TrainingError
 
-        from .training import version_artifact_path
-
         try:
-            predictor = Predictor.load(version_artifact_path(version), version.export_sha256)
+            predictor = Predictor.load(version.artifact_path(), version.export_sha256)
         except TrainingError as exc:
             logger.error(
                 "Model %s of project %s not loaded: %s", version.pk, version.project_id, exc

@@ -38,7 +38,6 @@ __all__ = [
     "training_run_execute",
     "training_runs_reap",
     "training_runs_reap_worker",
-    "version_artifact_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -305,11 +304,6 @@ def _output_dir(run_pk: int, project_id: int) -> Path:
 
 def _remove_output(run_pk: int, project_id: int) -> None:
     shutil.rmtree(_output_dir(run_pk, project_id), ignore_errors=True)
-
-
-def version_artifact_path(version: ModelVersion, which: str = "export") -> Path:
-    name = version.export_file if which == "export" else version.weights_file
-    return Path(settings.MEDIA_ROOT) / name
 
 
 def _claim(run_id: int, worker: str, redelivered: bool) -> str:
@@ -629,7 +623,7 @@ def _version_score(version: ModelVersion, run: TrainingRun, progress: _Progress)
     categories = {c.name: c.pk for c in Category.objects.filter(project_id=version.project_id)}
     progress.phase(TrainingRun.Phase.SCORING, len(rows))
     scores = iter_scores(
-        version_artifact_path(version),
+        version.artifact_path(),
         ((str(media / name), label) for _, _, label, _, name in rows),
         expected_sha256=version.export_sha256,
     )

@@ -34,9 +34,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from . import enqueue, notifications
-from . import events as project_events
 from .models import Webhook, WebhookDelivery
-from .models.webhooks import new_secret
+from .models.webhooks import EVENTS, new_secret
 
 __all__ = [
     "DELIVERY_LOG_SIZE",
@@ -141,16 +140,16 @@ def _url_checked(url: str, *, app_url: str | None) -> str:
 
 def _events_checked(chosen) -> list[str]:
     """The chosen event names in ``EVENTS`` order, or a ValidationError on ``events``."""
-    valid = ", ".join(project_events.EVENTS)
+    valid = ", ".join(EVENTS)
     if isinstance(chosen, str) or not all(isinstance(e, str) for e in chosen or ()):
         raise ValidationError({"events": f"Send a list of event names: {valid}."})
-    unknown = sorted(set(chosen) - set(project_events.EVENTS))
+    unknown = sorted(set(chosen) - set(EVENTS))
     if unknown:
         names = ", ".join(f"'{e}'" for e in unknown)
         raise ValidationError({"events": f"Unknown event {names}; the events are {valid}."})
     if not chosen:
         raise ValidationError({"events": f"Choose at least one event: {valid}."})
-    return [e for e in project_events.EVENTS if e in chosen]
+    return [e for e in EVENTS if e in chosen]
 
 
 def _secret_checked(secret: str | None) -> str:

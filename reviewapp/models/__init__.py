@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -572,6 +573,11 @@ class ModelVersion(models.Model):
 
     def get_absolute_url(self):
         return reverse("model-version", kwargs={"pk": self.pk})
+
+    def artifact_path(self, which: str = "export") -> Path:
+        """The exported learner ("export") or the weights file ("weights") in MEDIA_ROOT."""
+        name = self.export_file if which == "export" else self.weights_file
+        return Path(settings.MEDIA_ROOT) / name
 
     @property
     def awaits_approval(self) -> bool:

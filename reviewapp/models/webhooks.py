@@ -6,6 +6,17 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+# What happens in a project that other services can hear of (reviewapp.events emits them).
+EVENTS = (
+    "run.succeeded",
+    "run.failed",
+    "audit.finished",
+    "version.approved",
+    "version.stage_changed",
+    "guardrail.paused",
+    "policy.triggered",
+)
+
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)

@@ -452,6 +452,43 @@ def test_override_and_low_confidence_guardrails_pause_too(world):
     assert names == ["override_rate", "low_confidence_rate"]
 
 
+def test_a_guardrail_pause_tells_the_approvers_and_the_webhooks(world, enqueued):
+    from reviewapp.models import Notification, Webhook
+    from tests.factories import approver
+
+    anna = approver()
+    hook = Webhook.objects.create(
+        project=world.project, url="http://127.0.0.1:9/hook", events=["guardrail.paused"]
+    )
+    version = limited_disagreeing(world)
+
+    rollout.version_guard(version=version)
+
+    note = Notification.objects.get(user=anna, kind="guardrail.paused")
+    assert version.label in note.message and note.link == version.get_absolute_url()
+    (delivery,) = hook.deliveries.all()
+    assert delivery.payload["data"]["version_id"] == version.pk
+    assert delivery.payload["data"]["to_stage"] == "limited"
+
+
+def test_approval_and_stage_changes_reach_subscribed_webhooks_only(world, enqueued):
+    from reviewapp.models import Webhook
+
+    approvals = Webhook.objects.create(
+        project=world.project, url="http://127.0.0.1:9/a", events=["version.approved"]
+    )
+    moves = Webhook.objects.create(
+        project=world.project, url="http://127.0.0.1:9/b", events=["version.stage_changed"]
+    )
+    version = approved(world)
+    rollout.version_stage_set(version=version, stage="live", actor=world.user)
+
+    assert [d.event for d in approvals.deliveries.all()] == ["version.approved"]
+    (moved,) = moves.deliveries.all()
+    assert moved.payload["data"]["to_stage"] == "live"
+    assert moved.payload["data"]["actor"] == world.user.get_username()
+
+
 # Policy -------------------------------------------------------------------------------------
 
 

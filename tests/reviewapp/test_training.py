@@ -90,11 +90,9 @@ def test_a_run_trains_a_version_and_scores_every_labeled_image(project):
     assert version.vocab == ["blue", "red"]
     assert sum(map(sum, version.confusion_matrix)) == version.metrics["n_valid"]
     assert not version.pretrained and "from scratch" in version.pretrained_note
-    export = training.version_artifact_path(version)
+    export = version.artifact_path()
     assert sha256_file(export) == version.export_sha256
-    assert sha256_file(training.version_artifact_path(version, "weights")) == (
-        version.weights_sha256
-    )
+    assert sha256_file(version.artifact_path("weights")) == (version.weights_sha256)
 
     scores = list(ImageScore.objects.filter(version=version).select_related("image"))
     assert len(scores) == version.n_scored == 15
@@ -326,3 +324,36 @@ def test_cancel_while_scoring_discards_the_version(project, monkeypatch):
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.CANCELLED
     assert not ModelVersion.objects.exists() and not ImageScore.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_finished_run_tells_its_starter_and_asks_the_approvers():
+    from reviewapp.models import Notification, Webhook
+    from tests.factories import TINY_TRAINING, approver, reviewer, trainable_project
+
+    rita, anna = reviewer(), approver()
+    project = trainable_project(per_class=4)
+    hook = Webhook.objects.create(
+        project=project, url="http://127.0.0.1:9/hook", events=["run.succeeded", "run.failed"]
+    )
+    run = training.training_run_create(
+        project=project, actor=rita, config=TINY_TRAINING, enqueue=False
+    )
+    training.training_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+
+    done = Notification.objects.get(user=rita, kind="run.succeeded")
+    assert f"run #{run.pk} succeeded as v1" in done.message
+    waiting = Notification.objects.get(user=anna, kind="version.awaiting_approval")
+    assert waiting.link == run.version.get_absolute_url()
+    (delivery,) = hook.deliveries.all()
+    assert delivery.payload["data"]["version_id"] == run.version.pk
+
+    failed = training.training_run_create(
+        project=project, actor=rita, config={**TINY_TRAINING, "epochs": 1}, enqueue=False
+    )
+    project.images.update(status="deleted")
+    training.training_run_execute(run_id=failed.pk)
+    note = Notification.objects.get(user=rita, kind="run.failed")
+    assert f"run #{failed.pk} failed" in note.message
+    assert hook.deliveries.filter(event="run.failed").count() == 1
