@@ -238,12 +238,18 @@ def main() -> None:
                 for a in zip(*(r["accepted"] for r in runs), strict=True)
             ],
         }
-    savings = []
-    for seed in seeds:
-        ours = seed[DEFAULT_STRATEGY]["labels_to_random_final"]
-        theirs = seed["random"]["labels_to_random_final"]
-        savings.append(1 - (ours if ours is not None else float("inf")) / theirs)
-    label_savings = statistics.mean(savings)
+
+    def savings_of(strategy: str) -> float:
+        savings = []
+        for seed in seeds:
+            ours = seed[strategy]["labels_to_random_final"]
+            theirs = seed["random"]["labels_to_random_final"]
+            savings.append(1 - (ours if ours is not None else float("inf")) / theirs)
+        return statistics.mean(savings)
+
+    by_strategy = {s: savings_of(s) for s in strategies if s != "random"}
+    best = max(by_strategy, key=by_strategy.get)
+    label_savings = by_strategy.get(DEFAULT_STRATEGY, float("nan"))
 
     print(f"{args.dataset}, {args.seeds} seed(s), {args.rounds} rounds of {args.batch} labels")
     for strategy, s in summary.items():
@@ -251,9 +257,12 @@ def main() -> None:
         print(f"  {strategy:<11} accuracy by labels {s['labels']}: {accuracy}")
         print(f"  {'':<11} labels to random's final accuracy: {s['labels_to_random_final']}")
         print(f"  {'':<11} suggestions accepted unchanged per round: {s['accepted_share']}")
+    for strategy, saved in by_strategy.items():
+        print(f"  label savings of {strategy}: {saved:.2f}")
     verdict = "met" if label_savings >= TARGET else "NOT met"
+    differs = "" if best == DEFAULT_STRATEGY else " (not trainer.suggest.DEFAULT_STRATEGY)"
     print(f"default {DEFAULT_STRATEGY}: label savings {label_savings:.2f} "
-          f"(target >= {TARGET}: {verdict})")  # fmt: skip
+          f"(target >= {TARGET}: {verdict}); best here: {best}{differs}")  # fmt: skip
     if args.json:
         print(
             json.dumps(
@@ -264,6 +273,8 @@ def main() -> None:
                     },
                     "default": DEFAULT_STRATEGY,
                     "label_savings": round(label_savings, 3),
+                    "best": best,
+                    "savings_by_strategy": {k: round(v, 3) for k, v in by_strategy.items()},
                     "accepted_share": {name: s["accepted_share"] for name, s in summary.items()},
                 }
             )

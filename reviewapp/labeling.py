@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 QUEUE = QueueClaim.Queue.LABEL
 SCORE_CHUNK = 500
+QUEUE_COUNT_CAP = 1000
 ORDERS = {
     "uncertainty": ("margin", "id"),
     "diverse": ("diverse_rank", "id"),
@@ -193,6 +194,8 @@ class LabelQueue:
     cards: list[LabelCard]
     n_unlabeled: int
     n_suggested: int
+    unlabeled_more: bool = False  # the counts stop at QUEUE_COUNT_CAP
+    suggested_more: bool = False
     loaded_at: object = None  # when the cards were claimed
     claimed_by_others: list[tuple[str, int]] = field(default_factory=list)
 
@@ -270,21 +273,33 @@ def label_queue(
         LabelCard(image=image, suggestion=s, claimed_by=holder if image.pk in mine else None)
         for s, image in rows
     ]
-    n_suggested = 0
+    n_suggested, suggested_more = 0, False
     if version is not None:
-        n_suggested = Suggestion.objects.filter(
-            version=version, image__status=Image.Status.ACTIVE, image__label__isnull=True
-        ).count()
+        n_suggested, suggested_more = _capped_count(
+            Suggestion.objects.filter(
+                version=version, image__status=Image.Status.ACTIVE, image__label__isnull=True
+            )
+        )
+    n_unlabeled, unlabeled_more = _capped_count(_unlabeled(project.pk))
     return LabelQueue(
         project=project,
         version=version,
         strategy=strategy,
         cards=cards,
-        n_unlabeled=_unlabeled(project.pk).count(),
+        n_unlabeled=n_unlabeled,
+        unlabeled_more=unlabeled_more,
         n_suggested=n_suggested,
+        suggested_more=suggested_more,
         loaded_at=timezone.now(),
         claimed_by_others=claims.claims_by_others(project=project, user=user, queue=QUEUE),
     )
+
+
+def _capped_count(queryset: QuerySet) -> tuple[int, bool]:
+    """Up to QUEUE_COUNT_CAP rows counted, and whether there are more: the queue page opens
+    at the same speed with 1,000 or 100,000 unlabeled images (the project page is exact)."""
+    n = queryset.order_by()[: QUEUE_COUNT_CAP + 1].count()
+    return min(n, QUEUE_COUNT_CAP), n > QUEUE_COUNT_CAP
 
 
 def label_summary(*, project: Project) -> dict:

@@ -46,8 +46,10 @@ class LabelQueuePageOut(Schema):
     items: list[LabelCardOut]
     next: str | None = Field(description="URL of the next page; null on the last page.")
     version_id: int | None = Field(description="The version whose suggestions these are.")
-    unlabeled: int
-    suggested: int
+    unlabeled: int = Field(description="Counted up to 1,000; see unlabeled_more.")
+    suggested: int = Field(description="Counted up to 1,000; see suggested_more.")
+    unlabeled_more: bool = Field(description="More unlabeled images than the count says.")
+    suggested_more: bool
     claimed_by_others: dict[str, int] = Field(description="Cards others hold, per user.")
 
 
@@ -97,5 +99,7 @@ def labeling_queue(request, slug: str, filters: Query[LabelQueueFilters]):
         "version_id": queue.version.pk if queue.version else None,
         "unlabeled": queue.n_unlabeled,
         "suggested": queue.n_suggested,
+        "unlabeled_more": queue.unlabeled_more,
+        "suggested_more": queue.suggested_more,
         "claimed_by_others": dict(queue.claimed_by_others),
     }
