@@ -128,8 +128,35 @@ def pending_jobs_reap(*, now: datetime | None = None) -> ReapReport:
             now=now,
             report=report,
         )
+    _reap_dead_audits(now, report)
     _reap_uploads(now, report)
     return report
+
+
+def _reap_dead_audits(now: datetime, report: ReapReport) -> None:
+    """A running audit past what its jobs' time limits allow lost its worker.
+
+    Audits send no heartbeat: their prepare, k fold and finishing jobs each stop at the
+    hard time limit, so an audit still running after (k + 2) limits cannot be alive.
+    """
+    limit = settings.LOUPE_TRAINING_HARD_TIME_LIMIT
+    running = LabelAudit.objects.filter(status=LabelAudit.Status.RUNNING, started_at__isnull=False)
+    for audit in running.only("pk", "k", "started_at", "project_id"):
+        if now - audit.started_at <= timedelta(seconds=limit * (audit.k + 2)):
+            continue
+        failed = LabelAudit.objects.filter(pk=audit.pk, status=LabelAudit.Status.RUNNING).update(
+            status=LabelAudit.Status.FAILED,
+            phase=LabelAudit.Phase.DONE,
+            error_message=(
+                f"This audit started at {_when(audit.started_at)} and is still not finished, "
+                "longer than its jobs' time limits allow: the worker running it stopped "
+                "(killed, or out of memory?). Start the audit again."
+            ),
+            finished_at=now,
+        )
+        if failed:
+            audits.audit_announce(audit_id=audit.pk)
+            report.failed.append(f"audit {audit.pk}")
 
 
 def _reap_one(job, *, kind, task, give_up, fail, what, worker_hint, now, report) -> None:

@@ -117,6 +117,30 @@ def test_a_pending_audit_is_sent_again_then_failed(enqueued, settings):
     assert audit.status == "failed" and "no worker took it" in audit.error_message
 
 
+def test_a_running_audit_past_its_jobs_time_limits_fails(enqueued, settings):
+    from tests.factories import scored_version
+
+    settings.LOUPE_TRAINING_HARD_TIME_LIMIT = 60
+    project = ProjectFactory()
+    version = scored_version(project, [])
+    alive = LabelAudit.objects.create(
+        project=project, version=version, k=2, status="running", started_at=timezone.now()
+    )
+    dead = LabelAudit.objects.create(
+        project=project,
+        version=version,
+        k=2,
+        status="running",
+        started_at=timezone.now() - timedelta(minutes=5),  # more than (2 + 2) x 60 s
+    )
+
+    assert reaper.pending_jobs_reap().failed == [f"audit {dead.pk}"]
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert dead.status == "failed" and "the worker running it stopped" in dead.error_message
+    assert alive.status == "running"
+
+
 def test_uploads_pending_are_sent_again_and_dead_ones_fail_and_lose_their_staging(
     enqueued, settings, media_root
 ):
