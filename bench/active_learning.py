@@ -239,17 +239,20 @@ def main() -> None:
             ],
         }
 
-    def savings_of(strategy: str) -> float:
+    def savings_of(strategy: str) -> float | None:
+        """Mean over seeds; None when a seed never reached random's final accuracy."""
         savings = []
         for seed in seeds:
             ours = seed[strategy]["labels_to_random_final"]
-            theirs = seed["random"]["labels_to_random_final"]
-            savings.append(1 - (ours if ours is not None else float("inf")) / theirs)
+            if ours is None:
+                return None
+            savings.append(1 - ours / seed["random"]["labels_to_random_final"])
         return statistics.mean(savings)
 
     by_strategy = {s: savings_of(s) for s in strategies if s != "random"}
-    best = max(by_strategy, key=by_strategy.get)
-    label_savings = by_strategy.get(DEFAULT_STRATEGY, float("nan"))
+    reached = {s: v for s, v in by_strategy.items() if v is not None}
+    best = max(reached, key=reached.get) if reached else None
+    label_savings = by_strategy.get(DEFAULT_STRATEGY)
 
     print(f"{args.dataset}, {args.seeds} seed(s), {args.rounds} rounds of {args.batch} labels")
     for strategy, s in summary.items():
@@ -257,11 +260,15 @@ def main() -> None:
         print(f"  {strategy:<11} accuracy by labels {s['labels']}: {accuracy}")
         print(f"  {'':<11} labels to random's final accuracy: {s['labels_to_random_final']}")
         print(f"  {'':<11} suggestions accepted unchanged per round: {s['accepted_share']}")
+
+    def shown(saved: float | None) -> str:
+        return "never reached random's final accuracy" if saved is None else f"{saved:.2f}"
+
     for strategy, saved in by_strategy.items():
-        print(f"  label savings of {strategy}: {saved:.2f}")
-    verdict = "met" if label_savings >= TARGET else "NOT met"
+        print(f"  label savings of {strategy}: {shown(saved)}")
+    verdict = "met" if label_savings is not None and label_savings >= TARGET else "NOT met"
     differs = "" if best == DEFAULT_STRATEGY else " (not trainer.suggest.DEFAULT_STRATEGY)"
-    print(f"default {DEFAULT_STRATEGY}: label savings {label_savings:.2f} "
+    print(f"default {DEFAULT_STRATEGY}: label savings {shown(label_savings)} "
           f"(target >= {TARGET}: {verdict}); best here: {best}{differs}")  # fmt: skip
     if args.json:
         print(
@@ -272,9 +279,11 @@ def main() -> None:
                         for name, s in summary.items()
                     },
                     "default": DEFAULT_STRATEGY,
-                    "label_savings": round(label_savings, 3),
+                    "label_savings": None if label_savings is None else round(label_savings, 3),
                     "best": best,
-                    "savings_by_strategy": {k: round(v, 3) for k, v in by_strategy.items()},
+                    "savings_by_strategy": {
+                        k: None if v is None else round(v, 3) for k, v in by_strategy.items()
+                    },
                     "accepted_share": {name: s["accepted_share"] for name, s in summary.items()},
                 }
             )

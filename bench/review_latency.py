@@ -553,6 +553,7 @@ def main():
     parser.add_argument(
         "--no-analyze", action="store_true", help="leave out ANALYZE: plans without statistics"
     )
+    parser.add_argument("--json", action="store_true", help="print one JSON line last")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a JSON file: run one database
     args = parser.parse_args()
     if args.requests < 20 or args.warmup < 0 or min(args.sizes) < ACTION_IMAGES:
@@ -587,6 +588,15 @@ def main():
         f"before, {os.getloadavg()[0]:.2f} after (other work skews the figures)"
     )
     print_table(results, args.sizes)
+    if args.json:
+        small, large = args.sizes
+        by_key = {(r.database, r.size, r.what): r for r in results}
+        ratios = {
+            f"{r.database}: {r.what}": round(r.p95 / by_key[(r.database, small, r.what)].p95, 3)
+            for r in results
+            if r.size == large and (r.database, small, r.what) in by_key
+        }
+        print(json.dumps({"results": [asdict(r) for r in results], "p95_ratios": ratios}))
     if failed:
         sys.exit(f"failed: {', '.join(failed)}")
 

@@ -277,7 +277,10 @@ def policy_followups(sender, *, project, data, **kwargs) -> None:
             if inline is not None:
                 inline.append(audit.pk)
     if run.then_shadow:
-        _shadow_if_better(version)
+        try:
+            _shadow_if_better(version)
+        except rollout.RolloutError as exc:  # e.g. approved or rejected meanwhile
+            logger.warning("Policy shadow of %s not done: %s", version, exc)
 
 
 def _accuracy_on(version: ModelVersion, image_ids) -> float | None:
