@@ -66,8 +66,11 @@ def _fail_run(run: TrainingRun, message: str) -> bool:
     return bool(failed)
 
 
-def _fail_audit(audit: LabelAudit, message: str) -> bool:
-    failed = LabelAudit.objects.filter(pk=audit.pk, status=LabelAudit.Status.PENDING).update(
+def _fail_audit(
+    audit: LabelAudit, message: str, *, status: str = LabelAudit.Status.PENDING
+) -> bool:
+    """Fail the audit if it is still ``status``; whoever started it is told."""
+    failed = LabelAudit.objects.filter(pk=audit.pk, status=status).update(
         status=LabelAudit.Status.FAILED,
         phase=LabelAudit.Phase.DONE,
         error_message=message,
@@ -144,18 +147,12 @@ def _reap_dead_audits(now: datetime, report: ReapReport) -> None:
     for audit in running.only("pk", "k", "started_at", "project_id"):
         if now - audit.started_at <= timedelta(seconds=limit * (audit.k + 2)):
             continue
-        failed = LabelAudit.objects.filter(pk=audit.pk, status=LabelAudit.Status.RUNNING).update(
-            status=LabelAudit.Status.FAILED,
-            phase=LabelAudit.Phase.DONE,
-            error_message=(
-                f"This audit started at {_when(audit.started_at)} and is still not finished, "
-                "longer than its jobs' time limits allow: the worker running it stopped "
-                "(killed, or out of memory?). Start the audit again."
-            ),
-            finished_at=now,
+        message = (
+            f"This audit started at {_when(audit.started_at)} and is still not finished, "
+            "longer than its jobs' time limits allow: the worker running it stopped "
+            "(killed, or out of memory?). Start the audit again."
         )
-        if failed:
-            audits.audit_announce(audit_id=audit.pk)
+        if _fail_audit(audit, message, status=LabelAudit.Status.RUNNING):
             report.failed.append(f"audit {audit.pk}")
 
 

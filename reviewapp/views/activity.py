@@ -4,20 +4,12 @@ from django.views.decorators.http import require_GET
 
 from .. import selectors
 from ..models import LabelEvent
-from .common import login_required, project_for, render_page
+from .common import login_required, positive_int, project_for, render_page
 
 __all__ = ["project_activity", "project_trash"]
 
 ACTIVITY_PAGE_SIZE = 50
 TRASH_PAGE_SIZE = 48
-
-
-def _positive_int(value) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
 
 
 @require_GET
@@ -30,10 +22,10 @@ def project_activity(request, slug):
     action = action if action in LabelEvent.Action.values else ""
     actor, actor_name = request.GET.get("actor", ""), ""
     if actor != selectors.SYSTEM_ACTOR:
-        person = {p.pk: p for p in people}.get(_positive_int(actor))
+        person = {p.pk: p for p in people}.get(positive_int(actor))
         actor = person.pk if person else ""
         actor_name = person.get_username() if person else ""
-    before = _positive_int(request.GET.get("before"))
+    before = positive_int(request.GET.get("before"))
     page = selectors.label_event_list(
         project=project, action=action, actor=actor, before=before, limit=ACTIVITY_PAGE_SIZE
     )
@@ -59,7 +51,7 @@ def project_activity(request, slug):
 @login_required
 def project_trash(request, slug):
     project = project_for(request, slug, "reviewapp.view_image")
-    before = _positive_int(request.GET.get("before"))
+    before = positive_int(request.GET.get("before"))
     page = selectors.image_trash_list(project=project, before=before, limit=TRASH_PAGE_SIZE)
     context = {
         "project": project,

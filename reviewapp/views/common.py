@@ -52,6 +52,15 @@ def project_for(request, slug: str, perm: str = "reviewapp.view_project") -> Pro
     return get_object_or_404(Project, slug=slug)
 
 
+def positive_int(value) -> int | None:
+    """A query parameter as a positive whole number, or None: a bad cursor is no error."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
 def is_htmx(request) -> bool:
     # A history-restore request wants the whole page even though it comes from htmx.
     return bool(request.htmx) and not request.htmx.history_restore_request

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import notifications
 from ..forms import NotificationPreferenceForm
-from .common import login_required, render_page
+from .common import login_required, positive_int, render_page
 
 __all__ = [
     "notification_list",
@@ -20,20 +20,12 @@ __all__ = [
 PAGE_SIZE = 30
 
 
-def _positive_int(value) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
 # Notifications are the user's own, like API tokens: any signed-in user reads and marks
 # theirs, no model permission is needed, and nobody reaches another's.
 @require_GET
 @login_required
 def notification_list(request):
-    before = _positive_int(request.GET.get("before"))
+    before = positive_int(request.GET.get("before"))
     page = notifications.notification_list(user=request.user, before=before, limit=PAGE_SIZE)
     preference = notifications.notification_preference_get(user=request.user)
     context = {

@@ -358,6 +358,23 @@ def test_label_queue_page_shows_suggestions_and_counts(world, client):
     assert f'id="label-card-{images[5].pk}"' in body
 
 
+def test_the_queue_counts_stop_at_the_cap_and_say_so(world, client, monkeypatch):
+    project, *_ = world
+    monkeypatch.setattr(labeling, "QUEUE_COUNT_CAP", 4)
+    client.force_login(reviewer())
+
+    body = client.get(reverse("label-queue", args=[project.slug])).content.decode()
+    api = client.get(f"/api/v1/projects/{project.slug}/labeling-queue").json()
+
+    assert "more than 4</strong> unlabeled images" in body
+    assert "more than 4 with a suggestion" in body
+    assert (api["unlabeled"], api["unlabeled_more"]) == (4, True)
+    assert (api["suggested"], api["suggested_more"]) == (4, True)
+    monkeypatch.setattr(labeling, "QUEUE_COUNT_CAP", 6)  # exactly as many: no "more"
+    api = client.get(f"/api/v1/projects/{project.slug}/labeling-queue").json()
+    assert (api["unlabeled"], api["unlabeled_more"]) == (6, False)
+
+
 def test_project_and_version_pages_count_the_suggestions(world, client):
     project, version, images, _ = world
     client.force_login(reviewer())

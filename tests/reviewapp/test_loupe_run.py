@@ -49,6 +49,8 @@ def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, t
         children = psutil.Process(process.pid).children(recursive=True)
         assert health["worker"]["ok"] and health["broker"]["embedded"]
         assert len(children) >= 3  # redis-server, celery, gunicorn (+ their workers)
+        beats = [c for c in children if "beat" in c.cmdline() and "celery" in " ".join(c.cmdline())]
+        assert beats, "Celery beat was not started"
 
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         returncode = process.wait(60)
