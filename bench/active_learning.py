@@ -97,7 +97,7 @@ def train_and_score(labeled, pool_paths, test, config, out: Path):
     items = [(path, label, split_of(path)) for path, label in labeled]
     if not any(s == "valid" for _, _, s in items) or not any(s == "train" for _, _, s in items):
         items = [(p, lab, "valid" if i % 5 == 0 else "train") for i, (p, lab) in enumerate(labeled)]
-    result = train(items, config, output_dir=out)
+    result = train(items, config, output_dir=out, onnx=False)
     digest = result.sha256[result.export_path.name]
     suggestions = list(iter_suggestions(result.export_path, pool_paths, expected_sha256=digest))
     scored = score(result.export_path, [(p, None) for p, _ in test], expected_sha256=digest)

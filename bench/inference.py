@@ -1,56 +1,69 @@
-"""Inference: Loupe's batched predictor against a ``learn.predict`` loop; the predict API's
-single-image latency under gunicorn, and what routing plus shadow copies add to it.
+"""Inference: ONNX Runtime against torch and a ``learn.predict`` loop, what Loupe's serving
+adds to a bare ``InferenceSession.run``, the first request after a stage change against a
+warm one, and the predict API's latency under gunicorn with routing and shadow copies.
 
-    .venv/bin/python bench/inference.py [--images 256] [--image-size 64] [--batch 64]
+    .venv/bin/python bench/inference.py [--sizes 64,128] [--images 256] [--batch 32]
+    .venv/bin/python bench/inference.py --skip-api --json
     .venv/bin/python bench/inference.py --requests 400 --rounds 4 --skip-throughput
-    .venv/bin/python bench/inference.py --skip-api
 
-Not timed: a small resnet18 is trained from scratch for one epoch (``trainer.train``) on
-generated images in a temporary folder, and exported.
+Not timed: for each image size a small resnet18 is trained from scratch for one epoch
+(``trainer.train``, the default resize method) on generated images in a temporary folder,
+exported by fastai and to ONNX (with the export's own parity check).
 
-1. Throughput, in this process, without Django: ``learn.predict`` on each image in turn (the
-   lesson's way) against ``Predictor.predict`` (the sha256 check, then batches of --batch under
-   ``torch.inference_mode()``), on the same images and the same export. Both loops run once
-   untimed first. The two must give the same labels and probabilities within 1e-4.
-   Target: at least 10x the images/s. Then single images from --callers threads at once
-   (as a gthread worker's requests arrive) against one caller asking one at a time: the
-   Predictor answers the images that queued while it was busy in one batch. No target.
-2. API latency, from this process against gunicorn (one sync worker, a temporary SQLite
+1. Throughput per size, in this process, without Django, on the same images, in lockstep
+   (one chunk of --batch images each in turn, so other work on the machine slows all alike;
+   every path runs once untimed first):
+   - ``learn.predict`` on each image in turn (the lesson's way);
+   - torch: ``trainer.Predictor.predict`` (fastai's ``test_dl`` and the model, batched);
+   - ONNX Runtime: ``trainer.OnnxPredictor.predict`` (Loupe's serving path: the spec's
+     Pillow/numpy preprocessing, then ``InferenceSession.run``);
+   - bare ONNX Runtime: ``InferenceSession.run`` alone on batches preprocessed beforehand,
+     against ``OnnxPredictor.predict_preprocessed`` on the same arrays (Loupe's inference
+     thread, softmax and answers): ``serving_vs_bare_ort``, the overhead Loupe adds; three
+     passes over the batches, the order of the two turning each batch.
+   Targets: ``ort_vs_torch_64`` >= 1.3, ``ort_vs_torch_128`` >= 1.2, ``serving_vs_bare_ort``
+   >= 0.9; ``vs_learn_predict_64``/``_128`` (ONNX Runtime against the loop) printed, 10x at
+   64 px the goal. ONNX Runtime's labels must equal ``learn.predict``'s on every image, its
+   probabilities within 1e-4.
+   Then single images from --callers threads at once against one caller at a time (the
+   predictor answers the images that queued while it was busy in one batch). No target.
+2. The first request after a stage change (``first_vs_warm``), against gunicorn: see
+   ``bench/inference_api.py``. Target <= 2.
+3. API latency, from this process against gunicorn (one sync worker, a temporary SQLite
    database and media folder, the model as the live version, a client token): --requests
    single-image ``POST /api/v1/projects/{slug}/predict`` after --warmup untimed ones; p50 and
    p95 of the wall time per request, with the live version alone, with a limited version at
-   10 % added (routing alone), and with a shadow version as well. gunicorn is never
-   restarted: each stage change is picked up by the next request. --rounds rounds of each,
-   interleaved, the phases' order turning each round, --requests split between them; the
-   added cost is the ratio of the medians.
-   Target: under 10 %. Shadow answers are queued for a background thread that answers them
-   in batches when the worker is idle (or once 512 images wait), so back-to-back requests
-   leave them for the pauses between phases; the stored counts show they all landed. The
-   live-only p50 of the first round (before any shadow answer) against that of the later
-   rounds shows that answering shadows leaves the requests after them as fast.
+   10 % added (routing alone), and with a shadow version as well. --rounds rounds of each,
+   interleaved, the phases' order turning each round; the added cost is the ratio of the
+   medians. Target: under 10 %. Shadow answers are queued for a background thread that
+   answers them when the worker is idle, so back-to-back requests leave them for the pauses
+   between phases; the stored counts show they all landed.
 
-It prints the numbers, the ratios and whether each target holds; it never fails on timing.
+It prints the numbers, the ratios and whether each target holds (with ``--json``, one JSON
+line last); it never fails on timing. What would make the figures general: they come from
+tiny generated images and a from-scratch resnet18 on 2 CPU cores; on real photos decoding
+and resizing larger files weigh more (the same for both runtimes), and other backbones or a
+GPU (the CUDA provider) change the model's share of the time.
 """
 
 import argparse
-import io
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.inference_api import api_latency, first_request_after_stage_change  # noqa: E402
+
 COLOURS = {"red": (220, 40, 40), "blue": (40, 40, 220), "green": (40, 200, 40)}
+TARGETS = {"ort_vs_torch_64": 1.3, "ort_vs_torch_128": 1.2, "serving_vs_bare_ort": 0.9}
+BARE_PASSES = 3
 
 
 def make_images(root: Path, n: int, size: int, seed: int = 0) -> list[tuple[str, str, str]]:
@@ -79,64 +92,87 @@ def make_images(root: Path, n: int, size: int, seed: int = 0) -> list[tuple[str,
 def train_model(work: Path, n: int, size: int):
     from trainer import TrainConfig, train
 
-    items = make_images(work / "data", n, size)
+    items = make_images(work / f"data-{size}", n, size)
     config = TrainConfig(
-        image_size=size,
-        epochs=1,
-        freeze_epochs=0,
-        batch_size=32,
-        augment=False,
-        resize_method="squish",
-        pretrained="off",
+        image_size=size, epochs=1, freeze_epochs=0, batch_size=32, augment=False, pretrained="off"
     )
-    return items, train(items, config, output_dir=work / "model")
+    return items, train(items, config, output_dir=work / f"model-{size}")
 
 
 # 1. Throughput -------------------------------------------------------------------------
 
 
 def throughput(result, paths: list[str], batch: int) -> dict:
+    """On the inference thread: every path in lockstep, chunk by chunk (see the docstring)."""
+    import numpy as np
     import torch
 
-    from trainer import Predictor
+    from trainer import OnnxPredictor, Predictor
     from trainer.learning import load_learner_checked
+    from trainer.preprocess import preprocess
 
     sha = result.sha256[result.export_path.name]
     learn = load_learner_checked(result.export_path, sha)
-
-    predictor = Predictor.load(result.export_path, sha)
+    torch_predictor = Predictor.load(result.export_path, sha)
+    onnx = result.onnx
+    ort = OnnxPredictor.load(onnx.path, onnx.sha256, onnx.spec)
+    session, name = ort.session, onnx.spec["input"]
     chunks = [paths[start : start + batch] for start in range(0, len(paths), batch)]
+    arrays = [preprocess(chunk, onnx.spec) for chunk in chunks]
     with learn.no_bar():
         learn.predict(paths[0])
-    predictor.predict(chunks[0])  # warm both
+    torch_predictor.predict(chunks[0])
+    ort.predict(chunks[0])
+    session.run(None, {name: arrays[0]})
+    ort.predict_preprocessed(arrays[0])
 
-    # In lockstep, one chunk each in turn, so other work on the machine slows both alike.
-    reference, answers, loop_s, batched_s = [], [], 0.0, 0.0
+    spent = dict.fromkeys(("loop", "torch", "ort", "bare", "serving"), 0.0)
+    reference, answers = [], []
+
+    def timed(key, fn):
+        started = time.perf_counter()
+        out = fn()
+        spent[key] += time.perf_counter() - started
+        return out
+
     for chunk in chunks:
-        started = time.perf_counter()
         with learn.no_bar():
-            reference += [learn.predict(p) for p in chunk]
-        loop_s += time.perf_counter() - started
-        started = time.perf_counter()
-        answers += predictor.predict(chunk)
-        batched_s += time.perf_counter() - started
+            reference += timed("loop", lambda c=chunk: [learn.predict(p) for p in c])
+        timed("torch", lambda c=chunk: torch_predictor.predict(c))
+        answers += timed("ort", lambda c=chunk: ort.predict(c))
+    # The model call alone is cheap to repeat: BARE_PASSES passes, the order turning each
+    # batch, so neither side always runs right after the other.
+    for round_ in range(BARE_PASSES * len(arrays)):
+        array = arrays[round_ % len(arrays)]
+        pair = [
+            ("bare", lambda a=array: session.run(None, {name: a})),
+            ("serving", lambda a=array: ort.predict_preprocessed(a)),
+        ]
+        for key, fn in pair if round_ % 2 else pair[::-1]:
+            timed(key, fn)
 
     same_labels = all(
         a.label == str(label) for a, (label, _, _) in zip(answers, reference, strict=True)
     )
-    max_diff = max(
-        abs(x - y)
-        for a, (_, _, probs) in zip(answers, reference, strict=True)
-        for x, y in zip(a.probabilities, probs.tolist(), strict=True)
-    )
+    expected = np.array([probs.tolist() for _, _, probs in reference])
+    got = np.array([a.probabilities for a in answers])
+    n = len(paths)
+    bare_n = BARE_PASSES * n
     return {
-        "images": len(paths),
-        "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-        "learn_predict_per_s": len(paths) / loop_s,
-        "batched_per_s": len(paths) / batched_s,
-        "ratio": loop_s / batched_s,
+        "images": n,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "providers": ort.providers,
+        "per_s": {
+            key: (bare_n if key in ("bare", "serving") else n) / seconds
+            for key, seconds in spent.items()
+        },
+        "ort_vs_torch": spent["torch"] / spent["ort"],
+        "vs_learn_predict": spent["loop"] / spent["ort"],
+        "torch_vs_learn_predict": spent["loop"] / spent["torch"],
+        "serving_vs_bare_ort": spent["bare"] / spent["serving"],
         "same_labels": same_labels,
-        "max_prob_diff": max_diff,
+        "max_prob_diff": float(np.abs(expected - got).max()),
+        "export_parity": onnx.max_prob_diff,
     }
 
 
@@ -145,9 +181,10 @@ def concurrent_callers(result, paths: list[str], callers: int) -> dict:
     one caller asking one image at a time; the first go through in shared batches."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from trainer import Predictor
+    from trainer import OnnxPredictor
 
-    predictor = Predictor.load(result.export_path, result.sha256[result.export_path.name])
+    onnx = result.onnx
+    predictor = OnnxPredictor.load(onnx.path, onnx.sha256, onnx.spec)
     predictor.predict(paths[:1])
     started = time.perf_counter()
     alone = [predictor.predict([p])[0].label for p in paths]
@@ -165,287 +202,141 @@ def concurrent_callers(result, paths: list[str], callers: int) -> dict:
     }
 
 
-# 2. API latency under gunicorn ----------------------------------------------------------
+# 2 and 3 live in bench/inference_api.py ------------------------------------------------
 
 
-def _env(work: Path) -> dict:
-    env = dict(os.environ)
-    env.update(
-        DJANGO_SETTINGS_MODULE="reviewapp.settings",
-        LOUPE_VAR_DIR=str(work / "var"),
-        MEDIA_ROOT=str(work / "media"),
-        DATABASE_URL=f"sqlite:///{work / 'var' / 'bench.sqlite3'}",
-        DJANGO_DEBUG="0",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-def _django_step(work: Path, step: str, **kwargs) -> dict:
-    """Run a setup step in a subprocess with the bench database's settings."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--django-step", step, "--step-args", json.dumps(kwargs)],
-        env=_env(work),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def django_step(step: str, args: dict) -> None:
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
-
-    from reviewapp import serving
-    from reviewapp.models import ModelVersion, Project
-
-    def version(project, number, stage, share):
-        relative = f"models/bench/v{number}/export.pkl"
-        target = Path(settings.MEDIA_ROOT) / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args["export"], target)
-        return ModelVersion.objects.create(
-            project=project,
-            number=number,
-            stage=stage,
-            traffic_share=share,
-            export_file=relative,
-            export_sha256=args["sha256"],
-            weights_file=relative,
-            weights_sha256=args["sha256"],
-            config={},
-            vocab=args["vocab"],
-        )
-
-    if step == "setup":
-        call_command("migrate", verbosity=0)
-        project = Project.objects.create(name="Bench", slug="bench", review_confidence=0.5)
-        for name in args["vocab"]:
-            project.categories.create(name=name)
-        version(project, 1, ModelVersion.Stage.LIVE, 100)
-        _, key = serving.client_token_create(project=project, client="bench")
-        print(json.dumps({"key": key}))
-    elif step in ("limited", "rollout"):
-        project = Project.objects.get(slug="bench")
-        number = project.model_versions.count() + 1
-        version(project, number, ModelVersion.Stage.LIMITED, 10)
-        if step == "rollout":
-            version(project, number + 1, ModelVersion.Stage.SHADOW, 0)
-        print(json.dumps({"ok": True}))
-    elif step == "retire":
-        ModelVersion.objects.exclude(number=1).update(
-            stage=ModelVersion.Stage.RETIRED, traffic_share=0
-        )
-        print(json.dumps({"ok": True}))
-    elif step == "count":
-        from reviewapp.models import Prediction
-
-        print(
-            json.dumps(
-                {
-                    "served": Prediction.objects.filter(is_shadow=False).count(),
-                    "shadow": Prediction.objects.filter(is_shadow=True).count(),
-                    "limited": Prediction.objects.filter(stage="limited").count(),
-                }
-            )
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _multipart(data: bytes, client_key: str) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = io.BytesIO()
-    body.write(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="client_key"\r\n\r\n'
-        f"{client_key}\r\n".encode()
-    )
-    body.write(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode()
-    )
-    body.write(data + f"\r\n--{boundary}--\r\n".encode())
-    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def _post(port: int, key: str, data: bytes, client_key: str) -> tuple[int, float]:
-    import http.client
-
-    body, content_type = _multipart(data, client_key)
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request(
-        "POST",
-        "/api/v1/projects/bench/predict",
-        body=body,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
-    )
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    return response.status, (time.perf_counter() - started) * 1000
-
-
-def _time_requests(port, key, images, n, warmup) -> tuple[list[float], list[int]]:
-    for i in range(warmup):
-        _post(port, key, images[i % len(images)], f"client-{i}")
-    times, statuses = [], []
-    for i in range(n):
-        status, ms = _post(port, key, images[i % len(images)], f"client-{i}")
-        statuses.append(status)
-        times.append(ms)
-    return times, statuses
-
-
-def _summary(times: list[float], statuses: list[int]) -> dict:
-    n = len(times)
-    times = sorted(times)
-    return {
-        "p50_ms": statistics.median(times),
-        "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
-        "ok": sum(s == 200 for s in statuses),
-        "n": n,
-    }
-
-
-def api_latency(work: Path, result, items, requests: int, warmup: int, rounds: int) -> dict:
-    sha = result.sha256[result.export_path.name]
-    common = {"export": str(result.export_path), "sha256": sha, "vocab": result.vocab}
-    key = _django_step(work, "setup", **common)["key"]
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "reviewapp.wsgi:application",
-            "--config",
-            "python:reviewapp.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-        ],
-        env=_env(work),
-        cwd=ROOT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-        images = [Path(p).read_bytes() for p, _, _ in items[:50]]
-        # Rounds of each, interleaved and in turning order, so a burst of other work on the
-        # host, or whatever one phase leaves behind, falls on every phase alike.
-        phases = ("live", "limited", "rollout")
-        timed = {phase: ([], []) for phase in phases}
-        live_rounds = []
-        for round_ in range(rounds):
-            for phase in phases[round_ % 3 :] + phases[: round_ % 3]:
-                _django_step(work, "retire")
-                if phase != "live":
-                    _django_step(work, phase, **common)
-                times, statuses = _time_requests(port, key, images, requests // rounds, warmup)
-                timed[phase][0].extend(times)
-                timed[phase][1].extend(statuses)
-                if phase == "live":
-                    live_rounds.append(statistics.median(times))
-        time.sleep(2)  # let the last shadow answers land
-        counts = _django_step(work, "count")
-        live_only, limited = _summary(*timed["live"]), _summary(*timed["limited"])
-        with_rollout = _summary(*timed["rollout"])
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-    return {
-        "live_only": live_only,
-        "routing": limited,
-        "routing_and_shadow": with_rollout,
-        "routing_cost": limited["p50_ms"] / live_only["p50_ms"] - 1,
-        "added_cost": with_rollout["p50_ms"] / live_only["p50_ms"] - 1,
-        # The first live-only round runs before the process has answered any shadow copy,
-        # the second after: the second thread must leave later requests as fast.
-        "live_rounds": live_rounds,
-        "counts": counts,
-    }
+def _met(value: float, target: float, higher: bool = True) -> str:
+    return "met" if (value >= target if higher else value <= target) else "NOT met"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="64,128", help="image sizes, comma-separated")
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--callers", type=int, default=4)
     parser.add_argument("--requests", type=int, default=800)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--stage-changes", type=int, default=5)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-api", action="store_true")
-    parser.add_argument("--django-step", help=argparse.SUPPRESS)
-    parser.add_argument("--step-args", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.rounds < 2:
         parser.error("--rounds must be at least 2: the first round is compared with the rest")
-    if args.django_step:
-        django_step(args.django_step, json.loads(args.step_args))
-        return
 
     import warnings
 
     warnings.filterwarnings("ignore")
+    os.environ.setdefault("LOUPE_OFFLINE", "1")
     work = Path(tempfile.mkdtemp(prefix="loupe-bench-inference-"))
+    summary: dict = {"sizes": sizes, "images": args.images, "batch": args.batch}
     try:
-        started = time.perf_counter()
-        # All torch work of this process on one thread, as in the web server: a second
-        # thread running torch makes every call slower (see trainer.on_inference_thread).
+        # All model work of this process on one thread, as in the web server (see
+        # trainer.inference.on_inference_thread).
         from trainer import on_inference_thread
 
-        items, result = on_inference_thread(train_model, work, args.images, args.image_size)
-        print(
-            f"Trained resnet18 (from scratch, 1 epoch) on {len(items)} generated "
-            f"{args.image_size}px images in {time.perf_counter() - started:.1f} s "
-            f"on {result.device}."
-        )
-        if not args.skip_throughput:
-            t = on_inference_thread(throughput, result, [p for p, _, _ in items], args.batch)
+        models = {}
+        for size in sizes:
+            started = time.perf_counter()
+            models[size] = on_inference_thread(train_model, work, args.images, size)
+            items, result = models[size]
             print(
-                f"\nThroughput on {t['images']} images ({t['device']}):\n"
-                f"  learn.predict loop          {t['learn_predict_per_s']:8.1f} images/s\n"
-                f"  Predictor.predict, bs {args.batch:<4}  {t['batched_per_s']:8.1f} images/s\n"
-                f"  ratio {t['ratio']:.1f}x (target >= 10x: "
-                f"{'met' if t['ratio'] >= 10 else 'NOT met'})\n"
-                f"  same labels: {t['same_labels']}; max |probability difference| "
-                f"{t['max_prob_diff']:.2e} (target <= 1e-4: "
-                f"{'met' if t['max_prob_diff'] <= 1e-4 else 'NOT met'})"
+                f"Trained resnet18 (from scratch, 1 epoch) on {len(items)} generated {size}px "
+                f"images in {time.perf_counter() - started:.1f} s on {result.device}; ONNX "
+                f"export: {'passed' if result.onnx.servable else result.onnx.error}, largest "
+                f"probability difference {result.onnx.max_prob_diff:.1e} on "
+                f"{result.onnx.parity_images} validation images."
             )
-            # From this thread: the callers' threads must not be the inference thread.
-            c = concurrent_callers(result, [p for p, _, _ in items], args.callers)
+        if not args.skip_throughput:
+            worst_diff, all_same, overheads = 0.0, True, []
+            for size in sizes:
+                items, result = models[size]
+                paths = [p for p, _, _ in items]
+                t = on_inference_thread(throughput, result, paths, args.batch)
+                per_s = t["per_s"]
+                print(
+                    f"\nThroughput at {size} px, {t['images']} images, batches of {args.batch} "
+                    f"({t['device']}; ONNX Runtime providers {', '.join(t['providers'])}):\n"
+                    f"  learn.predict loop           {per_s['loop']:8.1f} images/s\n"
+                    f"  torch, Predictor.predict     {per_s['torch']:8.1f} images/s  "
+                    f"{t['torch_vs_learn_predict']:.1f}x the loop\n"
+                    f"  ONNX Runtime, OnnxPredictor  {per_s['ort']:8.1f} images/s  "
+                    f"{t['vs_learn_predict']:.1f}x the loop, {t['ort_vs_torch']:.2f}x torch"
+                    + (
+                        f" (target >= {TARGETS[f'ort_vs_torch_{size}']}: "
+                        f"{_met(t['ort_vs_torch'], TARGETS[f'ort_vs_torch_{size}'])})"
+                        if f"ort_vs_torch_{size}" in TARGETS
+                        else ""
+                    )
+                    + f"\n  preprocessed batches: bare session.run {per_s['bare']:8.1f}/s, "
+                    f"Loupe {per_s['serving']:8.1f}/s: {t['serving_vs_bare_ort']:.2f}x bare\n"
+                    f"  same labels as learn.predict: {t['same_labels']}; max |probability "
+                    f"difference| {t['max_prob_diff']:.1e}"
+                )
+                summary[f"ort_vs_torch_{size}"] = t["ort_vs_torch"]
+                summary[f"vs_learn_predict_{size}"] = t["vs_learn_predict"]
+                summary[f"torch_vs_learn_predict_{size}"] = t["torch_vs_learn_predict"]
+                summary[f"serving_vs_bare_ort_{size}"] = t["serving_vs_bare_ort"]
+                summary[f"images_per_s_{size}"] = per_s
+                overheads.append(t["serving_vs_bare_ort"])
+                worst_diff = max(worst_diff, t["max_prob_diff"])
+                all_same = all_same and t["same_labels"]
+            summary["serving_vs_bare_ort"] = min(overheads)
+            summary["same_labels"] = all_same
+            summary["max_prob_diff"] = worst_diff
             print(
-                f"\nSingle images from {c['callers']} threads at once (shared batches) against "
-                f"one at a time:\n"
+                f"\nLoupe's serving against bare session.run, worst size: "
+                f"{summary['serving_vs_bare_ort']:.2f}x (target >= 0.9: "
+                f"{_met(summary['serving_vs_bare_ort'], 0.9)}); same labels everywhere: "
+                f"{all_same}; max |probability difference| {worst_diff:.1e} (target <= 1e-4: "
+                f"{_met(worst_diff, 1e-4, higher=False)})"
+            )
+            items, result = models[sizes[0]]
+            c = concurrent_callers(result, [p for p, _, _ in items], args.callers)
+            summary["callers"] = c
+            print(
+                f"\nSingle images at {sizes[0]} px from {c['callers']} threads at once (shared "
+                f"batches) against one at a time:\n"
                 f"  one at a time   {c['alone_per_s']:8.1f} images/s\n"
                 f"  {c['callers']} threads       {c['together_per_s']:8.1f} images/s  "
                 f"ratio {c['ratio']:.1f}x; same labels: {c['same_labels']}"
             )
         if not args.skip_api:
-            a = api_latency(work, result, items, args.requests, args.warmup, args.rounds)
+            size = 128 if 128 in models else sizes[0]
+            items, result = models[size]
+            f = first_request_after_stage_change(
+                work / "warm", result, items, args.stage_changes, args.warmup
+            )
+            summary["first_vs_warm"] = f["first_vs_warm"]
+            summary["worst_first_vs_warm"] = f["worst_first_vs_warm"]
+            summary["cold_vs_warm"] = f["cold_vs_warm"]
+            print(
+                f"\nFirst single-image request routed to a version that just entered limited "
+                f"(50 %; {size} px, gunicorn, 1 sync worker, {f['changes']} stage changes "
+                f"through the API):\n"
+                f"  warm requests p50 {f['warm_p50_ms']:.1f} ms; first after the change "
+                + ", ".join(f"{ms:.1f}" for ms in f["first_ms"])
+                + f" ms\n  first_vs_warm {f['first_vs_warm']:.2f} (worst "
+                f"{f['worst_first_vs_warm']:.2f}; target <= 2: "
+                f"{_met(f['first_vs_warm'], 2, False)})"
+                f"\n  without warming (changed behind the worker's back): first "
+                + ", ".join(f"{ms:.1f}" for ms in f["cold_first_ms"])
+                + f" ms, {f['cold_vs_warm']:.1f}x warm; all answered 200: {f['ok']}"
+            )
+            a = api_latency(work / "api", result, items, args.requests, args.warmup, args.rounds)
             lo, li, ro = a["live_only"], a["routing"], a["routing_and_shadow"]
             later = statistics.median(a["live_rounds"][1:])
+            summary["api"] = {
+                "live_p50_ms": lo["p50_ms"],
+                "live_p95_ms": lo["p95_ms"],
+                "routing_cost": a["routing_cost"],
+                "added_cost": a["added_cost"],
+            }
             print(
-                f"\nSingle-image POST /predict against gunicorn (1 sync worker), "
+                f"\nSingle-image POST /predict against gunicorn (1 sync worker, {size} px), "
                 f"{args.requests} requests after {args.warmup} warm-up:\n"
                 f"  live only                     p50 {lo['p50_ms']:7.1f} ms  "
                 f"p95 {lo['p95_ms']:7.1f} ms  ({lo['ok']}/{lo['n']} ok)\n"
@@ -455,7 +346,7 @@ def main() -> None:
                 f"  + limited 10% + one shadow    p50 {ro['p50_ms']:7.1f} ms  "
                 f"p95 {ro['p95_ms']:7.1f} ms  ({ro['ok']}/{ro['n']} ok)\n"
                 f"  added cost of routing + shadow at p50: {a['added_cost'] * 100:+.1f}% "
-                f"(target < 10%: {'met' if a['added_cost'] < 0.10 else 'NOT met'})\n"
+                f"(target < 10%: {_met(a['added_cost'], 0.10, False)})\n"
                 f"  live only, p50 before the first shadow answer {a['live_rounds'][0]:.1f} ms, "
                 f"after {later:.1f} ms ({(later / a['live_rounds'][0] - 1) * 100:+.1f}%)\n"
                 f"  stored: {a['counts']['served']} served "
@@ -464,6 +355,8 @@ def main() -> None:
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(summary, default=float))
 
 
 if __name__ == "__main__":

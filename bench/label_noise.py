@@ -169,7 +169,7 @@ def train_on(paths, labels, args, out: Path):
 
     splits = in_split(paths, args.seed)
     items = list(zip(paths, labels, splits, strict=True))
-    return train(items, train_config(args), output_dir=out)
+    return train(items, train_config(args), output_dir=out, onnx=False)
 
 
 def score_all(result, pairs) -> list:

@@ -55,7 +55,7 @@ def train_model(pairs: list[tuple[str, str]], image_size: int, output_dir: Path)
         (path, label, "valid" if i % 5 == 0 else "train") for i, (path, label) in enumerate(pairs)
     ]
     config = TrainConfig(image_size=image_size, epochs=1, pretrained="off")
-    return config, train(items, config, output_dir=output_dir)
+    return config, train(items, config, output_dir=output_dir, onnx=False)
 
 
 # Throughput --------------------------------------------------------------------------------

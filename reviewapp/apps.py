@@ -11,3 +11,7 @@ class ReviewappConfig(AppConfig):
         from . import events, policy
 
         events.emitted.connect(policy.policy_followups, dispatch_uid="loupe-policy-after-run")
+        # Web processes load a version the moment it starts serving (serving/warm.py).
+        from .serving import warm
+
+        events.emitted.connect(warm.warm_on_stage_change, dispatch_uid="loupe-warm-on-stage")

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-__all__ = ["EmbeddedRedis", "broker_ping"]
+__all__ = ["EmbeddedRedis", "broker_client", "broker_ping"]
 
 
 class EmbeddedRedis:
@@ -82,16 +84,22 @@ class EmbeddedRedis:
             self.process.wait()
 
 
+def broker_client(url: str, timeout: float = 2.0, *, retry: bool = True) -> redis.Redis:
+    """A Redis client for the Celery broker at ``url`` (``redis://`` or ``redis+socket://``).
+
+    ``retry=False`` tries once: redis-py's default retries with backoff take seconds.
+    """
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if not retry:
+        options["retry"] = Retry(NoBackoff(), retries=0)
+    if url.startswith("redis+socket://"):
+        return redis.Redis(unix_socket_path=url.removeprefix("redis+socket://"), **options)
+    return redis.Redis.from_url(url, **options)
+
+
 def broker_ping(url: str, timeout: float = 2.0) -> None:
     """Raise a ``redis.RedisError`` unless the broker at ``url`` answers."""
-    if url.startswith("redis+socket://"):
-        client = redis.Redis(
-            unix_socket_path=url.removeprefix("redis+socket://"),
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-    else:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = broker_client(url, timeout)
     try:
         client.ping()
     finally:

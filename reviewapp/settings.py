@@ -218,6 +218,16 @@ LOUPE_TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("LOUPE_TRAINING_HEARTBEA
 LOUPE_TRAINING_HEARTBEAT_TIMEOUT = int(os.environ.get("LOUPE_TRAINING_HEARTBEAT_TIMEOUT", 120))
 # Shadow versions answer when the web process is idle (off: within the request).
 LOUPE_SHADOW_ASYNC = _env_bool("LOUPE_SHADOW_ASYNC", True)
+# Every trained version is also exported to ONNX; versions whose export passed its parity
+# check are served by ONNX Runtime ("auto"), unless LOUPE_SERVING_RUNTIME=torch.
+LOUPE_ONNX_EXPORT = _env_bool("LOUPE_ONNX_EXPORT", True)
+LOUPE_SERVING_RUNTIME = os.environ.get("LOUPE_SERVING_RUNTIME", "auto")
+if LOUPE_SERVING_RUNTIME not in ("auto", "torch"):
+    raise ImproperlyConfigured("LOUPE_SERVING_RUNTIME must be 'auto' or 'torch'.")
+# Web processes load the serving versions at start and look for new ones this often.
+LOUPE_WARM_POLL_SECONDS = float(os.environ.get("LOUPE_WARM_POLL_SECONDS", 2))
+# GET /metrics (Prometheus) answers only a bearer of this token; unset, it answers 404.
+LOUPE_METRICS_TOKEN = os.environ.get("LOUPE_METRICS_TOKEN", "")
 
 # ImageNet weights: fetched from torchvision's URLs, or from a mirror holding the same file
 # names; LOUPE_OFFLINE=1 never tries the network (import the files instead).

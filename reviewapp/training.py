@@ -24,7 +24,7 @@ from django.db.models import Count, F, Max
 from django.utils import timezone
 
 from . import enqueue as jobs
-from . import events, notifications
+from . import events, model_files, notifications
 from .models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project, TrainingRun
 
 __all__ = [
@@ -576,6 +576,7 @@ def _train(run: TrainingRun, items, output_dir: Path, progress: _Progress, weigh
         on_progress=progress.training,
         should_stop=progress.should_stop,
         weights=weights,
+        onnx=settings.LOUPE_ONNX_EXPORT,
     )
 
 
@@ -604,6 +605,7 @@ def _version_create(run: TrainingRun, result, output_dir: Path) -> ModelVersion:
         pretrained=result.pretrained,
         pretrained_note=result.pretrained_note[:255],
         snapshot_sha256=run.snapshot_sha256,
+        **model_files.onnx_fields(result.onnx),
     )
 
 

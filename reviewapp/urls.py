@@ -3,10 +3,12 @@ from django.urls import include, path
 
 from .api import api
 from .views.health import healthz
+from .views.metrics import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("api/v1/", api.urls),
     path("", include("reviewapp.views.urls")),
 ]

@@ -41,11 +41,17 @@ _LEARNING = (
     "load_learner_checked",
     "pick_device",
     "score",
-    "sha256_file",
     "train",
 )
 
-_PREDICT = ("ArtifactMismatch", "ImagePrediction", "Predictor", "on_inference_thread")
+_PREDICT = ("Predictor",)
+_INFERENCE = ("BatchingPredictor", "ImagePrediction", "answers_from_logits", "on_inference_thread")
+_ARTIFACTS = ("ArtifactMismatch", "check_artifact", "sha256_file")
+# ONNX: the export needs torch; serving it (trainer.onnx_serving) and the preprocessing
+# (trainer.preprocess) do not, so a web process serving ONNX never imports torch.
+_ONNX_EXPORT = ("OnnxExport", "export_onnx", "preprocessing_spec")
+_ONNX_SERVING = ("OnnxPredictor", "onnx_providers")
+_PREPROCESS = ("SpecError",)  # the function: trainer.preprocess.preprocess
 
 __all__ = [
     "ARCHITECTURES",
@@ -61,6 +67,11 @@ __all__ = [
     "TrainingError",
     *_LEARNING,
     *_PREDICT,
+    *_INFERENCE,
+    *_ARTIFACTS,
+    *_ONNX_EXPORT,
+    *_ONNX_SERVING,
+    *_PREPROCESS,
     *_FOLDS,
     *_RANKING,
     *_TRUST,
@@ -68,6 +79,16 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name in _ARTIFACTS:
+        return getattr(import_module(".artifacts", __name__), name)
+    if name in _INFERENCE:
+        return getattr(import_module(".inference", __name__), name)
+    if name in _ONNX_EXPORT:
+        return getattr(import_module(".onnx_export", __name__), name)
+    if name in _ONNX_SERVING:
+        return getattr(import_module(".onnx_serving", __name__), name)
+    if name in _PREPROCESS:
+        return getattr(import_module(".preprocess", __name__), name)
     if name in _LEARNING:
         return getattr(import_module(".learning", __name__), name)
     if name in _FOLDS:

@@ -163,6 +163,7 @@ class TrainResult:
     n_valid: int
     sha256: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"  # "fp16 mixed" when trained with to_fp16() on a GPU
+    onnx: Any = None  # trainer.onnx_export.OnnxExport, None when not asked for
 
     def metrics_dict(self) -> dict[str, Any]:
         return {

@@ -93,6 +93,7 @@ def train_fold(
             on_progress=on_progress,
             should_stop=should_stop,
             weights=weights,
+            onnx=False,  # a fold's model is never served
         )
         scores = list(
             iter_scores(

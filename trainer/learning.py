@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -34,6 +33,7 @@ from fastai.vision.all import (
 from torchvision import models
 from torchvision.models import get_model_weights
 
+from .artifacts import sha256_file
 from .config import (
     ConfigError,
     EpochMetrics,
@@ -294,14 +294,6 @@ class LoupeProgress(Callback):  # not "ProgressCallback": fastai names callbacks
         self.on_progress(min(self.done, self.total), self.total, {"epoch": metrics.to_dict()})
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _confusion(actual: torch.Tensor, predicted: torch.Tensor, n: int) -> list[list[int]]:
     matrix = torch.zeros((n, n), dtype=torch.long)
     for a, p in zip(actual.tolist(), predicted.tolist(), strict=True):
@@ -334,11 +326,13 @@ def train(
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     weights: PretrainedWeights | None = None,
+    onnx: bool = True,
 ) -> TrainResult:
     """Fit ``vision_learner`` + ``fine_tune`` on ``items``; artifacts go to ``output_dir``.
 
     ``weights``: the ImageNet weights file the caller found (or why none); without it the
-    torch hub cache is looked in.
+    torch hub cache is looked in. ``onnx``: also export the model to ONNX and check its
+    answers against fastai's on the validation images (``result.onnx``).
     """
     config.validate()
     started = time.monotonic()
@@ -395,6 +389,17 @@ def train(
         export_path.name: sha256_file(export_path),
         weights_path.name: sha256_file(weights_path),
     }
+    exported = None
+    if onnx:
+        from .onnx_export import OnnxExport, export_onnx
+
+        valid_paths = [path for path, _, split in items if split == "valid"]
+        try:
+            exported = export_onnx(learn, output_dir, valid_paths, architecture=config.architecture)
+        except Exception as exc:  # e.g. no onnxruntime: the version is served by torch
+            exported = OnnxExport(error=f"not exported: {type(exc).__name__}: {exc}")
+        if exported.path is not None:
+            sha256[exported.path.name] = exported.sha256
     config_path = output_dir / "config.json"
     config_path.write_text(
         json.dumps({"config": config.to_dict(), "vocab": vocab, "sha256": sha256}, indent=2)
@@ -418,6 +423,7 @@ def train(
         n_valid=n_valid,
         sha256=sha256,
         precision=precision,
+        onnx=exported,
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .artifacts import sha256_file
 from .config import BACKBONE_FILES, BACKBONE_URL
 
 __all__ = [
@@ -77,14 +78,6 @@ def spec_for(architecture: str) -> BackboneSpec:
             f"No ImageNet weights are known for {architecture!r}; "
             f"supported: {', '.join(BACKBONE_FILES)}."
         ) from None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_hash_prefix(spec: BackboneSpec, sha256: str) -> None:

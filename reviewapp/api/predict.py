@@ -83,13 +83,27 @@ class PredictionOut(Schema):
     ood_score: float | None
     is_ood: bool
     latency_ms: float
+    runtime: str = Field(
+        description="What answered: 'onnxruntime' (the version's ONNX export) or 'torch' "
+        "(fastai's export, for a version without a servable ONNX export)."
+    )
     created_at: datetime
     review: str = Field(description="'confirmed', 'corrected', or '' before a review.")
     reviewed_label: str | None
 
 
+class BatchError(Schema):
+    file: str = Field(description="The file's name, as sent.")
+    error: str = Field(description="Why it was not answered: too big, not an image...")
+
+
 class BatchOut(Schema):
-    predictions: list[PredictionOut]
+    results: list[PredictionOut | BatchError] = Field(
+        description="One entry per image, in the order sent: its prediction, or its error."
+    )
+    predictions: list[PredictionOut] = Field(
+        description="The predictions only, in order (the errors left out)."
+    )
 
 
 def prediction_out(prediction: Prediction) -> dict:
@@ -107,6 +121,7 @@ def prediction_out(prediction: Prediction) -> dict:
         "ood_score": prediction.ood_score,
         "is_ood": prediction.is_ood,
         "latency_ms": prediction.latency_ms,
+        "runtime": prediction.runtime or "torch",  # rows from before ONNX serving: torch
         "created_at": prediction.created_at,
         "review": prediction.review,
         "reviewed_label": prediction.reviewed_label.name if prediction.reviewed_label_id else None,
@@ -126,13 +141,14 @@ def _caller(request, project: Project) -> tuple[ClientToken | None, object | Non
     return None, auth
 
 
-def _predict(request, slug: str, images: list[tuple[str, bytes]], client_key: str):
+def _predict(request, slug: str, images: list[tuple[str, bytes]], client_key: str, *, each=False):
     project = project_or_404(slug)
     client, user = _caller(request, project)
     if len(client_key) > 200:
         raise ValidationError({"client_key": "A client key has at most 200 characters."})
+    create = serving.predictions_create_each if each else serving.predictions_create
     try:
-        return serving.predictions_create(
+        return create(
             project=project, images=images, client=client, user=user, client_key=client_key
         )
     except (serving.NoLiveModel, serving.ModelUnavailable) as exc:
@@ -171,14 +187,21 @@ def predict_batch(
 ):
     """Classify several images (multipart ``images``, up to 64) in one batch.
 
-    Each gets its own prediction and request id. One bad image refuses the whole batch
-    with a 400 naming it, so nothing is half done.
+    Each gets its own prediction and request id. ``results`` answers every image in the
+    order sent: its prediction, or ``{"file", "error"}`` for a bad one (too big, not an
+    image); ``predictions`` holds the predictions only. 400 when no image could be read.
     """
     uploads = [_read(f) for f in images or []]
     if not uploads:
         raise ValidationError({"images": "No images were sent: attach them as multipart 'images'."})
-    predictions = _predict(request, slug, uploads, client_key)
-    return {"predictions": [prediction_out(p) for p in predictions]}
+    results, predictions = [], []
+    for outcome in _predict(request, slug, uploads, client_key, each=True):
+        if isinstance(outcome, serving.FileError):
+            results.append({"file": outcome.file, "error": outcome.error})
+        else:
+            predictions.append(prediction_out(outcome))
+            results.append(predictions[-1])
+    return {"results": results, "predictions": predictions}
 
 
 @router.get("/predictions/{prediction_id}", response={200: PredictionOut, **PREDICT_RESPONSES})

@@ -1,16 +1,17 @@
 """Training runs and model versions: start, follow and cancel runs; read versions and scores."""
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import FileResponse, Http404
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import field_validator
 
 from trainer import ARCHITECTURES, PRETRAINED_CHOICES, RESIZE_METHODS
 
-from .. import selectors, training
+from .. import model_files, selectors, serving, training
 from ..models import Category, Image, ImageScore, ModelVersion, Project, TrainingRun
 from .auth import require_perm
 from .common import InputSchema, absolute_reverse, project_or_404
@@ -242,8 +243,24 @@ class ModelVersionDetailOut(ModelVersionOut):
     metrics: dict[str, Any]
     vocab: list[str]
     confusion_matrix: ConfusionMatrixOut
+    export_file: str = Field(description="The fastai export (a pickle), relative to MEDIA_ROOT.")
     export_sha256: str
     weights_sha256: str
+    onnx_file: str = Field(
+        description="The ONNX export, relative to MEDIA_ROOT; '' when none was made."
+    )
+    onnx_sha256: str
+    onnx_max_prob_diff: float | None = Field(
+        description="Largest probability difference between the ONNX model (fed by the spec's "
+        "preprocessing) and fastai's own predictions, on the validation images."
+    )
+    onnx_parity_images: int = Field(description="How many validation images that was measured on.")
+    onnx_error: str = Field(description="Why the ONNX export is not served; '' when it is.")
+    runtime: Literal["onnxruntime", "torch"] = Field(
+        description="What answers this version's predictions."
+    )
+    onnx_url: str | None = Field(description="Download the ONNX model (API).")
+    onnx_spec_url: str | None = Field(description="Its preprocessing spec as JSON (API).")
     config: dict[str, Any]
     n_scored: int
     snapshot_sha256: str
@@ -302,12 +319,76 @@ def model_version_detail(request, version_id: int):
         "metrics": version.metrics,
         "vocab": version.vocab,
         "confusion_matrix": {"classes": version.vocab, "matrix": version.confusion_matrix},
+        "export_file": version.export_file,
         "export_sha256": version.export_sha256,
         "weights_sha256": version.weights_sha256,
+        "onnx_file": version.onnx_file,
+        "onnx_sha256": version.onnx_sha256,
+        "onnx_max_prob_diff": version.onnx_max_prob_diff,
+        "onnx_parity_images": version.onnx_parity_images,
+        "onnx_error": version.onnx_error,
+        "runtime": serving.runtime_for(version),
+        "onnx_url": absolute_reverse(request, "api:model_version_onnx", version_id=version.pk)
+        if version.onnx_file
+        else None,
+        "onnx_spec_url": absolute_reverse(
+            request, "api:model_version_onnx_spec", version_id=version.pk
+        )
+        if version.onnx_spec
+        else None,
         "config": version.config,
         "n_scored": version.n_scored,
         "snapshot_sha256": version.snapshot_sha256,
     }
+
+
+@router.get(
+    "/model-versions/{version_id}/onnx",
+    response={200: None, **ERROR_RESPONSES},
+    tags=["models"],
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The ONNX model file (float32 NCHW input 'images', output "
+                "'logits'); its sha256 in the X-Loupe-SHA256 header.",
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        }
+    },
+)
+def model_version_onnx(request, version_id: int):
+    """Download the version's ONNX model, checked against its recorded sha256 first."""
+    require_perm(request, "reviewapp.view_modelversion", "download model versions")
+    try:
+        found = model_files.onnx_download(version=_version_or_404(version_id))
+    except model_files.ModelFileMissing as exc:
+        raise Http404(str(exc)) from None
+    response = FileResponse(
+        open(found.path, "rb"),  # noqa: SIM115 - the response closes it
+        as_attachment=True,
+        filename=found.filename,
+        content_type="application/octet-stream",
+    )
+    response["X-Loupe-SHA256"] = found.sha256
+    return response
+
+
+@router.get(
+    "/model-versions/{version_id}/onnx-spec",
+    response={200: dict[str, Any], **ERROR_RESPONSES},
+    tags=["models"],
+)
+def model_version_onnx_spec(request, version_id: int):
+    """The ONNX model's preprocessing spec: input size, resize method, padding, normalisation
+    statistics and class order (what ``trainer.preprocess`` follows)."""
+    require_perm(request, "reviewapp.view_modelversion", "view model versions")
+    try:
+        _, text = model_files.onnx_spec_download(version=_version_or_404(version_id))
+    except model_files.ModelFileMissing as exc:
+        raise Http404(str(exc)) from None
+    return json.loads(text)
 
 
 # Scores -----------------------------------------------------------------------------

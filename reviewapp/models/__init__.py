@@ -526,6 +526,17 @@ class ModelVersion(models.Model):
     export_sha256 = models.CharField(max_length=64)
     weights_file = models.CharField(max_length=255)
     weights_sha256 = models.CharField(max_length=64)
+    # The ONNX export, served by ONNX Runtime when it passed the parity check (onnx_error "").
+    onnx_file = models.CharField(max_length=255, blank=True)
+    onnx_sha256 = models.CharField(max_length=64, blank=True)
+    onnx_spec = models.JSONField(
+        default=dict, blank=True, help_text="Its preprocessing: size, resize, normalisation."
+    )
+    onnx_max_prob_diff = models.FloatField(
+        null=True, blank=True, help_text="Largest probability difference from fastai's."
+    )
+    onnx_parity_images = models.PositiveIntegerField(default=0)
+    onnx_error = models.TextField(blank=True, help_text="Why it is served by torch instead.")
     config = models.JSONField()
     vocab = models.JSONField(help_text="Class names in the model's output order.")
     metrics = models.JSONField(default=dict)
@@ -575,9 +586,15 @@ class ModelVersion(models.Model):
         return reverse("model-version", kwargs={"pk": self.pk})
 
     def artifact_path(self, which: str = "export") -> Path:
-        """The exported learner ("export") or the weights file ("weights") in MEDIA_ROOT."""
-        name = self.export_file if which == "export" else self.weights_file
-        return Path(settings.MEDIA_ROOT) / name
+        """The exported learner ("export"), the weights ("weights") or the ONNX model ("onnx")
+        in MEDIA_ROOT."""
+        names = {"export": self.export_file, "weights": self.weights_file, "onnx": self.onnx_file}
+        return Path(settings.MEDIA_ROOT) / names[which]
+
+    @property
+    def onnx_servable(self) -> bool:
+        """An ONNX export that passed its parity check: ONNX Runtime may serve it."""
+        return bool(self.onnx_file and self.onnx_sha256 and self.onnx_spec and not self.onnx_error)
 
     @property
     def awaits_approval(self) -> bool:
@@ -757,6 +774,9 @@ class Prediction(models.Model):
     is_ood = models.BooleanField(default=False)
     needs_review = models.BooleanField(default=False)
     latency_ms = models.FloatField(default=0.0)
+    runtime = models.CharField(
+        max_length=20, blank=True, help_text="What answered: onnxruntime or torch."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     # The reviewer's answer.
     review = models.CharField(max_length=10, choices=Review.choices, blank=True)

@@ -120,6 +120,12 @@ urlpatterns = [
     path("p/<slug:slug>/models/", versions.model_version_list, name="model-version-list"),
     path("models/<int:pk>/", versions.model_version_detail, name="model-version"),
     path("models/<int:pk>/compare/", versions.model_version_compare, name="model-version-compare"),
+    path("models/<int:pk>/model.onnx", versions.model_version_onnx, name="model-version-onnx"),
+    path(
+        "models/<int:pk>/model.onnx.json",
+        versions.model_version_onnx_spec,
+        name="model-version-onnx-spec",
+    ),
     # Approval and rollout
     path(
         "models/<int:pk>/approval/",

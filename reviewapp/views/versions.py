@@ -4,11 +4,13 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django import forms
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from .. import labeling, rollout, selectors
+from .. import labeling, model_files, rollout, selectors, serving
 from ..models import Category, Image, ModelVersion, Project
 from ..templatetags.charts import pct, shade_level
 from .common import is_htmx, login_required, project_for, render_page, require_perm
@@ -18,6 +20,8 @@ __all__ = [
     "model_version_compare",
     "model_version_detail",
     "model_version_list",
+    "model_version_onnx",
+    "model_version_onnx_spec",
 ]
 
 PERM = "reviewapp.view_modelversion"
@@ -267,11 +271,48 @@ def model_version_detail(request, pk):
             "epochs": version.metrics.get("epochs") or [],
             "rollout_events": rollout.rollout_event_list(version=version),
             "suggestion_counts": labeling.suggestion_counts(version),
+            "serving_runtime": serving.runtime_for(version),
+            "onnx_diff": f"{version.onnx_max_prob_diff:.1e}"
+            if version.onnx_max_prob_diff is not None
+            else "",
             "previous": project.model_versions.filter(number__lt=version.number)
             .order_by("-number")
             .first(),
         }
     return render_page(request, "reviewapp/model_version.html", "version-gallery", context)
+
+
+@require_GET
+@login_required
+def model_version_onnx(request, pk):
+    """The version's ONNX model, to run without Loupe."""
+    require_perm(request.user, PERM)
+    try:
+        found = model_files.onnx_download(version=_version_or_404(pk))
+    except model_files.ModelFileMissing as exc:
+        return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
+    response = FileResponse(
+        open(found.path, "rb"),  # noqa: SIM115 - the response closes it
+        as_attachment=True,
+        filename=found.filename,
+        content_type="application/octet-stream",
+    )
+    response["X-Loupe-SHA256"] = found.sha256
+    return response
+
+
+@require_GET
+@login_required
+def model_version_onnx_spec(request, pk):
+    """The ONNX model's preprocessing spec (JSON): size, resize, normalisation, classes."""
+    require_perm(request.user, PERM)
+    try:
+        filename, text = model_files.onnx_spec_download(version=_version_or_404(pk))
+    except model_files.ModelFileMissing as exc:
+        return HttpResponse(str(exc), status=404, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(text, content_type="application/json")
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
 
 
 # Two versions --------------------------------------------------------------------------

@@ -887,6 +887,8 @@ def test_openapi_schema_lists_every_path_and_the_bearer_scheme():
         "/api/v1/training-runs/{run_id}/cancel",
         "/api/v1/projects/{slug}/model-versions",
         "/api/v1/model-versions/{version_id}",
+        "/api/v1/model-versions/{version_id}/onnx",
+        "/api/v1/model-versions/{version_id}/onnx-spec",
         "/api/v1/model-versions/{version_id}/scores",
         "/api/v1/model-versions/{a_id}/compare/{b_id}",
         "/api/v1/images/{image_id}/decisions",

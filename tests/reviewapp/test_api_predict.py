@@ -145,14 +145,60 @@ def test_the_batch_endpoint_answers_each_image_with_its_own_request_id(client, p
     assert len({a["request_id"] for a in answers}) == 3
 
 
-def test_one_bad_image_refuses_the_whole_batch(client, project, key):
-    bad = SimpleUploadedFile("broken.jpg", b"\xff\xd8 not really", "image/jpeg")
+def test_a_bad_image_in_a_batch_is_answered_with_its_error_in_its_place(
+    client, project, key, settings, crossed_model
+):
+    settings.LOUPE_MAX_FILE_BYTES = 2**20
+    served_version(project, crossed_model, stage=Stage.SHADOW)
 
-    response = post(client, project, key, {"images": [upload(), bad]}, batch=True)
+    def bad():
+        return SimpleUploadedFile("broken.jpg", b"\xff\xd8 not really", "image/jpeg")
+
+    huge = SimpleUploadedFile("huge.png", b"\0" * (2**20 + 1), "image/png")
+    images = [upload(RED, "a.png", 1), bad(), upload(BLUE, "b.png", 2), huge]
+    refused = post(client, project, key, {"image": bad()}).json()["errors"]["image"]
+
+    response = post(client, project, key, {"images": images}, batch=True)
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    red, broken, blue, too_big = body["results"]
+    assert (red["label"], blue["label"]) == ("red", "blue")
+    assert broken == {"file": "broken.jpg", "error": refused[0].removeprefix("broken.jpg: ")}
+    assert too_big["file"] == "huge.png" and "over the limit" in too_big["error"]
+    assert body["predictions"] == [red, blue]  # what older clients read
+    stored = Prediction.objects.filter(is_shadow=False).order_by("id")
+    assert [p.pk for p in stored] == [red["id"], blue["id"]]
+    assert [p.label for p in stored] == ["red", "blue"]
+    shadows = Prediction.objects.filter(is_shadow=True).order_by("id")
+    assert [(str(p.request_id), p.label) for p in shadows] == [
+        (red["request_id"], "blue"),
+        (blue["request_id"], "red"),
+    ]
+
+
+def test_a_batch_of_only_bad_images_gets_400_naming_each(client, project, key):
+    images = [
+        SimpleUploadedFile("broken.jpg", b"\xff\xd8 not really", "image/jpeg"),
+        SimpleUploadedFile("notes.png", b"plain text, not a picture", "image/png"),
+    ]
+
+    response = post(client, project, key, {"images": images}, batch=True)
 
     assert response.status_code == 400
-    assert "broken.jpg" in response.json()["detail"]
+    body = response.json()
+    assert "broken.jpg" in body["detail"] and "notes.png" in body["detail"]
+    assert len(body["errors"]["image"]) == 2
     assert not Prediction.objects.exists()
+
+
+def test_the_batch_schema_describes_each_result_as_a_prediction_or_an_error(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    batch = schema["components"]["schemas"]["BatchOut"]["properties"]
+
+    refs = {item["$ref"].rsplit("/", 1)[-1] for item in batch["results"]["items"]["anyOf"]}
+    assert refs == {"PredictionOut", "BatchError"}
+    assert batch["predictions"]["items"]["$ref"].endswith("/PredictionOut")
 
 
 def test_a_reviewers_personal_token_may_predict_but_not_a_user_without_a_group(client, project):

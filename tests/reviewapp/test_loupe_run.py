@@ -28,7 +28,9 @@ def embedded_env(tmp_path):
         LOUPE_VAR_DIR=str(tmp_path / "var"),
         DJANGO_SUPERUSER_PASSWORD="a-long-test-password",
         PYTHONUNBUFFERED="1",
+        LOUPE_METRICS_TOKEN="a-scraper-token",
     )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=ROOT, env=env, check=True, capture_output=True,
@@ -38,6 +40,9 @@ def embedded_env(tmp_path):
 
 def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, tmp_path):
     port = free_port()
+    stale = tmp_path / "var" / "prometheus" / "counter_999999.db"  # a previous run's process
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"stale")
     log = (tmp_path / "run.log").open("w+")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "loupe_run", "--port", str(port), "--web-workers", "1"],
@@ -51,6 +56,10 @@ def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, t
         assert len(children) >= 3  # redis-server, celery, gunicorn (+ their workers)
         beats = [c for c in children if "beat" in c.cmdline() and "celery" in " ".join(c.cmdline())]
         assert beats, "Celery beat was not started"
+        scrape = scrape_metrics(port, "a-scraper-token")
+        assert "loupe_broker_up 1.0" in scrape and 'loupe_queue_depth{queue="training"}' in scrape
+        assert not stale.exists()  # the multiprocess folder starts empty
+        assert "python_info" not in scrape  # a multiprocess registry: no per-process metrics
 
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         returncode = process.wait(60)
@@ -79,3 +88,12 @@ def wait_healthy(port: int, process, timeout: float = 120.0) -> dict:
         except OSError:
             time.sleep(0.5)
     raise AssertionError("Loupe did not become healthy")
+
+
+def scrape_metrics(port: int, token: str) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        return response.read().decode()

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -192,6 +193,7 @@ class Row:
     pk: str = ""  # the World attribute whose pk fills the URL's <pk>
     body: Callable[[World], dict] | None = None
     query: Callable[[World], dict] | None = None
+    setup: Callable[[World], None] | None = None  # what the route needs beyond the world
     xfail: dict = field(default_factory=dict)  # role -> why the current answer is a bug
 
     def expected(self, role: str) -> int | str:
@@ -306,6 +308,10 @@ PAGES = [
     Row("model-version",         "GET",  LOGIN, 403,     200,     200, pk="version"),
     Row("model-version-compare", "GET",  LOGIN, 403,     200,     200, pk="version",
         query=lambda w: {"with": w.other_version.pk}),
+    Row("model-version-onnx",    "GET",  LOGIN, 403,     200,     200, pk="version",
+        setup=lambda w: _onnx_setup(w)),
+    Row("model-version-onnx-spec", "GET", LOGIN, 403,    200,     200, pk="version",
+        setup=lambda w: _onnx_setup(w)),
     # Approval and rollout: approvers only; a refused stage change or rollback
     # is a message on the page it redirects to.
     Row("model-version-approval", "GET", LOGIN, 403,     403,     200, pk="version"),
@@ -440,7 +446,8 @@ def test_every_page_route_has_a_row():
 
 
 def test_root_urlconf_holds_nothing_unchecked():
-    """Besides the pages, the admin and the API (each tested below) only /healthz is routed."""
+    """Besides the pages, the admin and the API (each tested below) only /healthz and /metrics
+    are routed."""
     unchecked = []
     for entry in get_resolver().url_patterns:
         if isinstance(entry, URLResolver):
@@ -449,6 +456,8 @@ def test_root_urlconf_holds_nothing_unchecked():
                 continue
         elif isinstance(entry, URLPattern) and entry.name == "healthz":
             continue  # public on purpose: a load balancer polls it (tests/reviewapp/test_runtime)
+        elif isinstance(entry, URLPattern) and entry.name == "metrics":
+            continue  # its own bearer token, not a role (tests/reviewapp/test_metrics)
         unchecked.append(str(entry.pattern))
     assert not unchecked, f"Add the route(s) {unchecked} to the checks of {__name__}."
 
@@ -467,6 +476,8 @@ def test_page_answers_each_role_as_its_permissions_say(client, world, row, role)
     expected = row.expected(role)
     refused = expected in (LOGIN, 403)
     client = _client_for(client, world, role)
+    if row.setup is not None:
+        row.setup(world)
     before = _database_state() if refused else None
 
     response = _send(client, row, world)
@@ -741,7 +752,24 @@ def _png(name: str) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, image_bytes(seed=4444), content_type="image/png")
 
 
+def _onnx_setup(w: World) -> None:
+    """The world's version gets the tiny model's ONNX export, so a download can succeed."""
+    import shutil
+
+    from django.conf import settings
+
+    exported = _tiny_model().onnx
+    relative = f"models/{w.project.pk}/permissions/model.onnx"
+    target = Path(settings.MEDIA_ROOT) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(exported.path, target)
+    ModelVersion.objects.filter(pk=w.version.pk).update(
+        onnx_file=relative, onnx_sha256=exported.sha256, onnx_spec=exported.spec
+    )
+
+
 API_SETUP |= {"predict": _serving_setup, "predict_batch": _serving_setup}
+API_SETUP |= {"model_version_onnx": _onnx_setup, "model_version_onnx_spec": _onnx_setup}
 API_BODIES |= {
     "predict": lambda w: {"image": _png("a.png")},
     "predict_batch": lambda w: {"images": [_png("a.png"), _png("b.png")]},

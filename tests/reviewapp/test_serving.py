@@ -30,9 +30,52 @@ Stage = ModelVersion.Stage
 RED, BLUE, GREY = (220, 40, 40), (40, 40, 220), (128, 128, 128)
 
 
+@pytest.fixture(autouse=True, params=["onnxruntime", "torch"])
+def runtime(request, settings):
+    """Every behaviour here holds on both runtimes: ONNX Runtime, and torch from fastai's
+    export (LOUPE_SERVING_RUNTIME=torch, or a version without a servable ONNX export)."""
+    settings.LOUPE_SERVING_RUNTIME = "auto" if request.param == "onnxruntime" else "torch"
+    return request.param
+
+
 @pytest.fixture
 def project():
     return trainable_project(per_class=2, classes=("red", "blue"))
+
+
+def test_answers_are_stored_with_the_runtime_that_gave_them(project, model, runtime):
+    served_version(project, model, stage=Stage.LIVE, traffic_share=100)
+    served_version(project, model, stage=Stage.SHADOW)
+
+    answers = predict(project, png(RED), png(BLUE, seed=2))
+
+    assert [a.label for a in answers] == ["red", "blue"]
+    assert {p.runtime for p in Prediction.objects.all()} == {runtime}
+    assert Prediction.objects.filter(is_shadow=True).count() == 2
+
+
+def test_a_version_without_a_servable_onnx_export_is_served_by_torch(project, model, settings):
+    settings.LOUPE_SERVING_RUNTIME = "auto"
+    served_version(project, model, stage=Stage.LIVE, traffic_share=100, onnx=False)
+
+    (answer,) = predict(project, png(RED))
+
+    assert answer.runtime == "torch" and answer.label == "red"
+
+
+def test_both_runtimes_give_the_same_answers(project, model, settings):
+    served_version(project, model, stage=Stage.LIVE, traffic_share=100)
+    images = [png(RED), png(BLUE, seed=3), png(GREY, seed=4)]
+    settings.LOUPE_SERVING_RUNTIME = "auto"
+    onnx = predict(project, *images)
+    settings.LOUPE_SERVING_RUNTIME = "torch"
+    torch = predict(project, *images)
+
+    assert [a.runtime for a in onnx + torch] == ["onnxruntime"] * 3 + ["torch"] * 3
+    assert [a.label for a in onnx] == [a.label for a in torch]
+    for a, b in zip(onnx, torch, strict=True):
+        assert max(abs(p - q) for p, q in zip(a.probabilities, b.probabilities, strict=True)) < 1e-4
+        assert a.is_ood == b.is_ood and a.needs_review == b.needs_review
 
 
 def png(color=RED, seed=1):
@@ -156,34 +199,38 @@ def test_a_stage_change_swaps_the_model_without_a_restart(project, model, crosse
     assert serving.model_cache_version_ids() == {v2.pk}  # v1 dropped
 
 
-def test_a_model_is_loaded_once_per_process(project, model, monkeypatch):
+def test_a_model_is_loaded_once_per_process(project, model, monkeypatch, runtime):
     served_version(project, model, stage=Stage.LIVE, traffic_share=100)
-    import trainer
+    from trainer.onnx_serving import OnnxPredictor
+    from trainer.predict import Predictor
 
     loads = []
-    real_load = trainer.Predictor.load.__func__
+    loader = OnnxPredictor if runtime == "onnxruntime" else Predictor
+    real_load = loader.load.__func__
 
     def counting(cls, *args, **kwargs):
         loads.append(args)
         return real_load(cls, *args, **kwargs)
 
-    monkeypatch.setattr(trainer.Predictor, "load", classmethod(counting))
+    monkeypatch.setattr(loader, "load", classmethod(counting))
     for seed in range(3):
         predict(project, png(RED, seed))
     assert len(loads) == 1
 
 
-def test_a_changed_model_file_is_refused_with_a_clear_error(project, model, media_root):
+def test_a_changed_model_file_is_refused_with_a_clear_error(project, model, media_root, runtime):
     live = served_version(project, model, stage=Stage.LIVE, traffic_share=100)
-    path = media_root / live.export_file
+    onnx = runtime == "onnxruntime"
+    path = media_root / (live.onnx_file if onnx else live.export_file)
     path.write_bytes(path.read_bytes() + b"tampered")
 
     with pytest.raises(serving.ModelUnavailable) as exc:
         predict(project)
 
     message = str(exc.value)
-    assert "v1 cannot be served" in message and live.export_sha256 in message
-    assert "not unpickled" in message
+    assert "v1 cannot be served" in message
+    assert (live.onnx_sha256 if onnx else live.export_sha256) in message
+    assert ("not given to ONNX Runtime" if onnx else "not unpickled") in message
     assert not Prediction.objects.exists()
     assert serving.model_cache_version_ids() == set()
 
@@ -448,14 +495,17 @@ def test_a_worker_that_cannot_store_its_shadow_answers_in_time_says_so(monkeypat
 
 @pytest.mark.django_db(transaction=True)
 def test_requests_and_the_shadow_thread_run_the_models_on_one_thread(
-    async_shadow, monkeypatch, model, crossed_model
+    async_shadow, monkeypatch, model, crossed_model, runtime
 ):
     """A second thread running torch slows every later forward pass of the process."""
     import threading
 
+    from trainer.onnx_serving import OnnxPredictor
     from trainer.predict import Predictor
 
     project, _ = async_shadow
+    onnx = runtime == "onnxruntime"
+    Predictor = OnnxPredictor if onnx else Predictor  # noqa: N806 - the class under test
     ran, real_predict = [], Predictor._predict
 
     def recorded(self, images):
@@ -476,7 +526,8 @@ def test_requests_and_the_shadow_thread_run_the_models_on_one_thread(
     assert serving.shadow_wait(timeout=60)
 
     assert {sha for _, sha in ran} == {
-        result.sha256[result.export_path.name] for result in (model, crossed_model)
+        result.onnx.sha256 if onnx else result.sha256[result.export_path.name]
+        for result in (model, crossed_model)
     }
     assert len(ran) >= 3  # two served answers, and the shadow's (in one batch or two)
     (thread,) = {name for name, _ in ran}

@@ -93,6 +93,15 @@ def test_a_run_trains_a_version_and_scores_every_labeled_image(project):
     export = version.artifact_path()
     assert sha256_file(export) == version.export_sha256
     assert sha256_file(version.artifact_path("weights")) == (version.weights_sha256)
+    # Exported to ONNX beside it, its answers checked against fastai's on every valid image.
+    assert version.onnx_servable and version.onnx_error == ""
+    assert sha256_file(version.artifact_path("onnx")) == version.onnx_sha256
+    assert version.onnx_file.endswith("model.onnx") and version.onnx_spec["classes"] == [
+        "blue",
+        "red",
+    ]
+    assert version.onnx_parity_images == version.metrics["n_valid"]
+    assert 0 <= version.onnx_max_prob_diff <= 1e-4
 
     scores = list(ImageScore.objects.filter(version=version).select_related("image"))
     assert len(scores) == version.n_scored == 15

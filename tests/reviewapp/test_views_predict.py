@@ -58,6 +58,7 @@ def test_predicting_in_the_browser_returns_only_the_result_partial(client, proje
     assert fragment.lstrip().startswith('<section id="predict-result"')
     assert "<html" not in fragment
     assert "<strong>red</strong>" in fragment and "v1" in fragment and "Live" in fragment
+    assert " ms with ONNX Runtime" in fragment  # the version's ONNX export answered
     assert fragment.count('<li class="prob-bar') == 2
     prediction = Prediction.objects.get()
     assert prediction.user == user and prediction.client is None

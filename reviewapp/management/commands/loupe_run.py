@@ -3,16 +3,19 @@
 Two workers: one for the default queue (uploads, demo, webhooks) and one for the training
 queue (one run at a time); Celery beat sends the periodic jobs (retraining policy,
 guardrails, reaper, staging cleanup). Ctrl-C (or SIGTERM) stops the web server, then beat
-and the workers, then Redis.
+and the workers, then Redis. The children count their Prometheus metrics in multiprocess
+mode, in ``var/prometheus`` (emptied at each start) unless PROMETHEUS_MULTIPROC_DIR is set.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -60,6 +63,7 @@ class Command(BaseCommand):
                 raise CommandError(f"REDIS_URL does not answer: {exc}") from exc
 
         call_command("loupe_bootstrap", stdout=self.stdout)
+        self.child_env = self._child_env()
         children: list[tuple[str, subprocess.Popen]] = []
         try:
             if not no_worker:
@@ -89,9 +93,24 @@ class Command(BaseCommand):
             return
         self.stopping = True
 
+    def _child_env(self) -> dict[str, str]:
+        """Our environment, plus a multiprocess folder so /metrics adds up every worker."""
+        env = dict(os.environ)
+        if folder := env.get("PROMETHEUS_MULTIPROC_DIR"):
+            Path(folder).mkdir(parents=True, exist_ok=True)  # the user's: never emptied here
+            return env
+        # Emptied: files of a previous run's processes would be added to this run's counts.
+        folder = settings.VAR_DIR / "prometheus"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        return env
+
     def _spawn(self, args: list[str]) -> subprocess.Popen:
         # Own process group: Ctrl-C reaches us only, and we stop children in order.
-        return subprocess.Popen(args, start_new_session=True, cwd=settings.BASE_DIR)
+        return subprocess.Popen(
+            args, start_new_session=True, cwd=settings.BASE_DIR, env=self.child_env
+        )
 
     def _start_worker(self) -> subprocess.Popen:
         return self._spawn(
