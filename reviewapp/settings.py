@@ -183,6 +183,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker that restarts (Redis killed, a failover) is waited for, however long it takes;
+# a worker that dies anyway is started again by loupe_run's supervisor.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Longer than the hard time limit of a training run, or Redis would redeliver it mid-run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)

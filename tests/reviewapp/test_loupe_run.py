@@ -61,6 +61,23 @@ def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, t
         assert not stale.exists()  # the multiprocess folder starts empty
         assert "python_info" not in scrape  # a multiprocess registry: no per-process metrics
 
+        # Faults: Redis and the training worker die; both come back, the web server stays.
+        web = _child(process, "gunicorn")
+        redis_server = _child(process, "redis-server")
+        training = _child(process, "loupe-training@")
+        redis_server.kill()
+        training.kill()
+        restarted = wait_for(
+            lambda: (
+                _child(process, "redis-server", missing_ok=True) not in (None, redis_server)
+                and _child(process, "loupe-training@", missing_ok=True) not in (None, training)
+            )
+        )
+        assert restarted, "Redis or the training worker was not started again"
+        health = wait_healthy(port, process, timeout=60)
+        assert health["broker"]["ok"] and _child(process, "gunicorn") == web
+        children = psutil.Process(process.pid).children(recursive=True)
+
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         returncode = process.wait(60)
     finally:
@@ -71,9 +88,31 @@ def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, t
     assert returncode == 0, output
     assert "Loupe is ready at" in output and "Stopped." in output
     assert "Created the admin account 'admin'" in output
+    assert "The embedded Redis process exited" in output and "is running again" in output
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"left running: {alive}"
     assert not (tmp_path / "var" / "redis.sock").exists()
+
+
+def _child(process, marker: str, *, missing_ok=False):
+    """loupe_run's direct child whose command line holds ``marker``."""
+    for child in psutil.Process(process.pid).children():
+        try:
+            if marker in " ".join(child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    assert missing_ok, f"no child process runs {marker!r}"
+    return None
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.25)
+    return False
 
 
 def wait_healthy(port: int, process, timeout: float = 120.0) -> dict:

@@ -2,9 +2,11 @@
 
 Two workers: one for the default queue (uploads, demo, webhooks) and one for the training
 queue (one run at a time); Celery beat sends the periodic jobs (retraining policy,
-guardrails, reaper, staging cleanup). Ctrl-C (or SIGTERM) stops the web server, then beat
-and the workers, then Redis. The children count their Prometheus metrics in multiprocess
-mode, in ``var/prometheus`` (emptied at each start) unless PROMETHEUS_MULTIPROC_DIR is set.
+guardrails, reaper, staging cleanup). A child that dies is started again, with backoff,
+while the others keep running; five exits of one child within a minute stop everything.
+Ctrl-C (or SIGTERM) stops the web server, then beat and the workers, then Redis. The
+children count their Prometheus metrics in multiprocess mode, in ``var/prometheus``
+(emptied at each start) unless PROMETHEUS_MULTIPROC_DIR is set.
 """
 
 import os
@@ -22,6 +24,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from reviewapp.runtime import EmbeddedRedis, broker_ping
+from reviewapp.supervisor import Supervisor
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -50,12 +53,10 @@ class Command(BaseCommand):
             signal.signal(signum, self._request_stop)
 
         redis_server = None
+        supervisor = Supervisor(log=self.stderr.write)
         if settings.USE_EMBEDDED_REDIS:
             redis_server = EmbeddedRedis(settings.VAR_DIR)
-            if redis_server.start():
-                self.stdout.write(f"Embedded Redis listening on {redis_server.socket}")
-            else:
-                self.stdout.write(f"Embedded Redis already running at {redis_server.socket}")
+            supervisor.add("embedded Redis", lambda: self._start_redis(redis_server))
         else:
             try:
                 broker_ping(settings.CELERY_BROKER_URL)
@@ -64,29 +65,35 @@ class Command(BaseCommand):
 
         call_command("loupe_bootstrap", stdout=self.stdout)
         self.child_env = self._child_env()
-        children: list[tuple[str, subprocess.Popen]] = []
         try:
             if not no_worker:
-                children.append(("worker", self._start_worker()))
-                children.append(("training worker", self._start_training_worker()))
+                supervisor.add("worker", self._start_worker)
+                supervisor.add("training worker", self._start_training_worker)
             if not no_beat:
-                children.append(("beat", self._start_beat()))
-            children.append(("web", self._start_web(host, port, web_workers)))
-            self._announce_when_ready(host, port, children)
-            while not self.stopping:
-                for name, process in children:
-                    if process.poll() is not None:
-                        self.stderr.write(f"The {name} process exited ({process.returncode}).")
-                        self.stopping = True
+                supervisor.add("beat", self._start_beat)
+            supervisor.add("web", lambda: self._start_web(host, port, web_workers))
+            self._announce_when_ready(host, port, supervisor)
+            # A child that dies is started again; the rest keep running (reviewapp/supervisor.py).
+            while not self.stopping and supervisor.check():
                 time.sleep(0.2)
         finally:
             self.stdout.write("Stopping Loupe...")
-            # Web first so no new work arrives, then the worker, then the broker.
-            for name, process in reversed(children):
-                self._stop(name, process)
+            # Web first so no new work arrives, then beat and the workers, then the broker.
+            for child in reversed(supervisor.children):
+                if child.process is not None and child.name != "embedded Redis":
+                    self._stop(child.name, child.process)
             if redis_server is not None:
                 redis_server.stop()
             self.stdout.write("Stopped.")
+        if supervisor.gave_up:
+            raise CommandError(supervisor.gave_up)
+
+    def _start_redis(self, redis_server: EmbeddedRedis):
+        if redis_server.start():
+            self.stdout.write(f"Embedded Redis listening on {redis_server.socket}")
+            return redis_server.process
+        self.stdout.write(f"Embedded Redis already running at {redis_server.socket}")
+        return None  # another process's server: not ours to restart
 
     def _request_stop(self, signum, frame):
         if self.stopping:
@@ -153,11 +160,11 @@ class Command(BaseCommand):
             ]
         )  # fmt: skip
 
-    def _announce_when_ready(self, host, port, children, timeout=60.0):
+    def _announce_when_ready(self, host, port, supervisor: Supervisor, timeout=60.0):
         url = f"http://{host}:{port}/healthz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stopping:
-            if any(process.poll() is not None for _, process in children):
+            if not supervisor.check():
                 return
             try:
                 with urllib.request.urlopen(url, timeout=3) as response:
