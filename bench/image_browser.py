@@ -99,9 +99,10 @@ def main():
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
     try:
-        User.objects.create_superuser("bench", password="bench-password-123")
+        user = User.objects.create_superuser("bench", password="bench-password-123")
         client = Client()
-        client.login(username="bench", password="bench-password-123")
+        # force_login: Client.login calls authenticate() without a request, which axes refuses.
+        client.force_login(user)
         small, large = (measure(n, client, args.repeat) for n in args.sizes)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)

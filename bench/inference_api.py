@@ -121,7 +121,11 @@ def django_step(step: str, args: dict) -> None:
             number = project.model_versions.count() + 1
             candidate = version(project, number, ModelVersion.Stage.CANDIDATE, 0)
             rollout.version_approve(
-                version=candidate, actor=user, note="bench", override_reason="bench"
+                version=candidate,
+                actor=user,
+                note="bench",
+                override_reason="bench",
+                accuracy_reason="bench",
             )
             ids.append(candidate.pk)
         _, token = services.api_token_create(user=user, name="bench")
@@ -175,7 +179,9 @@ def _stage(port: int, token: str, version_id: int, stage: str, share: int | None
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    path, body = f"/api/v1/model-versions/{version_id}/stage", {"stage": stage, "share": share}
+    path = f"/api/v1/model-versions/{version_id}/stage"
+    # Straight from approved to limited skips shadow, which needs a written reason.
+    body = {"stage": stage, "share": share, "reason": "bench"}
     if stage == "rollback":
         path, body = "/api/v1/projects/bench/rollback", {"reason": "bench"}
     conn.request(

@@ -11,6 +11,9 @@ For each database and size it times, after --warmup untimed requests, --requests
 - the review queue, full page: ``GET /p/<slug>/review/?version=<pk>``;
 - the queue's htmx partial with a filter (the largest class, valid split);
 - the progress partial htmx fetches after every decision (``part=progress``);
+- the focus view's htmx partial (``GET /p/<slug>/focus/<pk>/?version=<pk>&prev_id=..&next_id=..
+  &card=review``, as the queue's Space key asks for it), cycling over the top of the queue,
+  measured after the relabels below so those images have a history, and images deep in it;
 - a relabel: ``POST /images/<pk>/decide`` with HX-Request, label and the image's current
   revision (read back from the card each response returns), cycling over the top of the
   queue and alternating between two classes, so every request really changes the label;
@@ -73,7 +76,8 @@ PROGRESS = "progress partial (htmx)"
 RELABEL = "relabel (htmx POST decide)"
 LABEL_FULL = "label queue page (full, claims)"
 LABEL_PARTIAL = "label queue partial (htmx, claims)"
-WHATS = (PAGE_FULL, PAGE_PARTIAL, PROGRESS, RELABEL, LABEL_FULL, LABEL_PARTIAL)
+FOCUS = "focus view partial (htmx)"
+WHATS = (PAGE_FULL, PAGE_PARTIAL, PROGRESS, FOCUS, RELABEL, LABEL_FULL, LABEL_PARTIAL)
 REVISION_RE = re.compile(rb'name="revision" value="(\d+)"')
 
 
@@ -362,6 +366,37 @@ def relabel_sender(client, fixture: Fixture) -> Send:
     return send
 
 
+def focus_sender(client, fixture: Fixture) -> Send:
+    """Opens the focus view of the queue's top images and of some deep in it, in turn, with
+    the neighbours the page would pass, as the review card's Space key does."""
+    from reviewapp.models import ImageScore
+
+    scores = ImageScore.objects.filter(version=fixture.version).order_by("-loss", "id")
+    top = list(scores.values_list("image_id", flat=True)[:ACTION_IMAGES])
+    # Deep in the queue too: the view must not cost more for an image far down.
+    middle = fixture.rows // 2
+    deep = list(scores.values_list("image_id", flat=True)[middle : middle + ACTION_IMAGES])
+    order = [pk for pair in zip(top, deep, strict=False) for pk in pair]
+    slug, version = fixture.project.slug, fixture.version.pk
+
+    def send(i: int) -> float:
+        pk = order[i % len(order)]
+        url = (
+            f"/p/{slug}/focus/{pk}/?version={version}&prev_id={order[i % len(order) - 1]}"
+            f"&next_id={order[(i + 1) % len(order)]}&card=review"
+        )
+        start = clocks()
+        response = client.get(url, headers={"HX-Request": "true"})
+        elapsed = since(start)
+        if response.status_code != 200 or b'class="prob-bars"' not in response.content:
+            raise RuntimeError(f"GET {url}: {response.status_code} {response.content[:300]!r}")
+        if b"<html" in response.content:
+            raise RuntimeError(f"GET {url}: a full page, not the partial")
+        return elapsed
+
+    return send
+
+
 def measure(send: Send, warmup: int, requests: int, connection):
     from django.test.utils import CaptureQueriesContext
 
@@ -429,6 +464,7 @@ def run_size(n: int, args, client, reviewer, connection, rng) -> list[Result]:
             client, f"{queue}?{urlencode({**filtered, 'part': 'progress'})}", htmx=True
         ),
         RELABEL: relabel_sender(client, fixture),
+        FOCUS: focus_sender(client, fixture),  # after the relabels: the top images have history
     }
     label_queue = reverse("label-queue", kwargs={"slug": label.project.slug})
     senders[LABEL_FULL] = page_sender(client, f"{label_queue}?strategy=diverse", htmx=False)

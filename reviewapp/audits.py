@@ -82,8 +82,12 @@ def label_audit_create(
     version: ModelVersion | None = None,
     enqueue: bool = True,
     reason: str = "",
+    fail_if_unqueued: bool = False,
 ) -> LabelAudit:
-    """Queue an audit of the project's labeled images against ``version`` (default: latest)."""
+    """Queue an audit of the project's labeled images against ``version`` (default: latest).
+
+    ``fail_if_unqueued``: as in ``training.training_run_create``.
+    """
     from .training import CONFIG_FIELDS, train_config_for
 
     errors = {}
@@ -130,7 +134,14 @@ def label_audit_create(
         created_by=actor,
         reason=reason[:300],
     )
-    if enqueue:
+    if enqueue and fail_if_unqueued:
+        jobs.send_or_fail(
+            jobs.AUDIT_START,
+            audit.pk,
+            # Not announced: the person is told by the answer, and the broker is down anyway.
+            on_failure=lambda message: _fail(audit.pk, message, announce=False),
+        )
+    elif enqueue:
         jobs.send(jobs.AUDIT_START, audit.pk)
     return audit
 
@@ -167,7 +178,7 @@ def _embeddings_path(audit: LabelAudit) -> Path:
     return _audit_dir(audit) / "embeddings.npy"
 
 
-def _fail(audit_id: int, message: str) -> None:
+def _fail(audit_id: int, message: str, *, announce: bool = True) -> None:
     unfinished = (LabelAudit.Status.PENDING, LabelAudit.Status.RUNNING)
     failed = LabelAudit.objects.filter(pk=audit_id, status__in=unfinished).update(
         status=LabelAudit.Status.FAILED,
@@ -178,7 +189,7 @@ def _fail(audit_id: int, message: str) -> None:
     audit = LabelAudit.objects.filter(pk=audit_id).first()
     if audit is not None:
         shutil.rmtree(_audit_dir(audit), ignore_errors=True)
-    if failed:
+    if failed and announce:
         audit_announce(audit_id=audit_id)
 
 

@@ -6,6 +6,7 @@ claimed card still works and is recorded with who held it.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
@@ -15,12 +16,17 @@ from django.utils import timezone
 from .models import Project, QueueClaim
 
 __all__ = [
+    "QueueClaims",
     "claim_holder",
     "claims_by_others",
+    "claims_hold",
+    "claims_leave",
     "claims_leave_label_queue",
+    "claims_now",
     "claims_release",
     "claims_renew",
     "claims_take",
+    "held_by_others",
     "own_claims",
 ]
 
@@ -66,9 +72,11 @@ def claims_take(*, project: Project, user, queue: str, image_ids: Iterable[int])
             ignore_conflicts=True,
         )
         # Cards already held are held afresh: a release sent by the page before stays old.
-        QueueClaim.objects.filter(queue=queue, image_id__in=ids, user=user).update(
+        renewed = QueueClaim.objects.filter(queue=queue, image_id__in=ids, user=user).update(
             claimed_at=now, expires_at=expires
         )
+    if renewed == len(set(ids)):
+        return ids  # every card is the user's: no need to read them back
     mine = set(
         QueueClaim.objects.filter(queue=queue, image_id__in=ids, user=user).values_list(
             "image_id", flat=True
@@ -122,6 +130,67 @@ def claim_holder(*, image_id: int, actor) -> object | None:
     return claim.user if claim else None
 
 
+def claims_hold(
+    *, project: Project, user, queue: str, image_ids: Iterable[int], held=None
+) -> set[int]:
+    """The user's claims in this queue become these cards, where nobody else holds them:
+    the cards held before but not wanted now go back. Returns the cards the user holds.
+    ``held``: the user's live claims, when the caller has read them already."""
+    wanted = list(image_ids)
+    if held is None:
+        held = own_claims(project=project, user=user, queue=queue)
+    held = set(held)
+    if held - set(wanted):
+        claims_release(project=project, user=user, queue=queue, image_ids=held - set(wanted))
+    if wanted and held == set(wanted):
+        # The same cards again (a reload): held afresh in one statement.
+        now = timezone.now()
+        QueueClaim.objects.filter(queue=queue, image_id__in=wanted, user=user).update(
+            claimed_at=now, expires_at=now + _lifetime(project)
+        )
+        return held
+    return set(claims_take(project=project, user=user, queue=queue, image_ids=wanted))
+
+
+@dataclass
+class QueueClaims:
+    """Who holds which cards of a queue now, from one read."""
+
+    mine: list[int]  # image ids the user holds
+    others: list[int]  # image ids anyone else holds: the queue leaves them out
+    by_others: list[tuple[str, int]]  # (username, cards) of everyone else
+
+    @property
+    def claimed_elsewhere(self) -> int:
+        return len(self.others)
+
+
+def claims_now(*, project: Project, user, queue: str) -> QueueClaims:
+    """Every live claim of the queue in one query on the (project, queue, expires_at) index:
+    a few claim sizes at most, so a queue can leave the others' cards out by a literal list."""
+    rows = QueueClaim.objects.filter(
+        project=project, queue=queue, expires_at__gt=timezone.now()
+    ).values_list("image_id", "user_id", "user__username")
+    mine, others, counts = [], [], {}
+    for image_id, user_id, name in rows:
+        if user_id == user.pk:
+            mine.append(image_id)
+        else:
+            others.append(image_id)
+            counts[name] = counts.get(name, 0) + 1
+    return QueueClaims(mine=mine, others=others, by_others=sorted(counts.items()))
+
+
+def held_by_others(*, project: Project, user, queue: str) -> list[int]:
+    """Image ids someone else holds in this queue now."""
+    return claims_now(project=project, user=user, queue=queue).others
+
+
+def claims_leave(*, image_id: int, queue: str) -> None:
+    """The image is no longer a card of this queue: nobody holds it there."""
+    QueueClaim.objects.filter(image_id=image_id, queue=queue).delete()
+
+
 def claims_leave_label_queue(*, image_id: int) -> None:
     """A labeled or deleted image is no longer a Label queue card: nobody holds it."""
-    QueueClaim.objects.filter(image_id=image_id, queue=QueueClaim.Queue.LABEL).delete()
+    claims_leave(image_id=image_id, queue=QueueClaim.Queue.LABEL)

@@ -4,10 +4,12 @@
 wants a job done calls ``send(TASK, *args)``; the message goes out when the surrounding
 transaction commits, so a worker never looks for a row that is not there yet. A broker that
 cannot be reached loses nothing: the row stays pending and the reaper
-(``reviewapp.periodic``) sends it again.
+(``reviewapp.periodic``) sends it again. A job someone is waiting for uses
+``send_or_fail``: a refused message fails its row and raises ``QueueUnavailable``.
 """
 
 import logging
+from collections.abc import Callable
 
 from django.db import transaction
 
@@ -16,6 +18,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "AUDIT_START",
     "DEMO_BUILD",
+    "QueueUnavailable",
     "SUGGESTIONS_REFRESH",
     "TASKS",
     "TRAINING_RUN",
@@ -24,6 +27,7 @@ __all__ = [
     "WEIGHTS_FETCH",
     "send",
     "send_now",
+    "send_or_fail",
 ]
 
 _PREFIX = "reviewapp.tasks."
@@ -50,6 +54,29 @@ def send(task: str, *args, countdown: float | None = None) -> None:
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; one of {', '.join(TASKS)}.")
     transaction.on_commit(lambda: _send_logged(task, args, countdown))
+
+
+class QueueUnavailable(Exception):
+    """The broker refused a job; ``send_or_fail`` has already failed its row."""
+
+
+def send_or_fail(task: str, *args, on_failure: Callable[[str], None]) -> None:
+    """Queue ``task`` once the transaction commits; if the broker refuses it, call
+    ``on_failure(message)`` and raise ``QueueUnavailable`` (from the outermost atomic
+    block's exit, or at once outside one)."""
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; one of {', '.join(TASKS)}.")
+    transaction.on_commit(lambda: _send_or_fail(task, args, on_failure))
+
+
+def _send_or_fail(task: str, args: tuple, on_failure: Callable[[str], None]) -> None:
+    try:
+        _dispatch(task, args, None)
+    except Exception as exc:  # kombu, redis and socket errors alike: the reason is what counts
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("Could not queue %s%r: %s", task, args, reason)
+        on_failure(f"The job queue is unavailable: {reason}")
+        raise QueueUnavailable(reason) from exc
 
 
 def send_now(task: str, *args, countdown: float | None = None) -> None:

@@ -2,10 +2,10 @@
 
 from django import forms
 from django.conf import settings
-from django.core.validators import RegexValidator
 
 from trainer import ARCHITECTURES
 
+from . import hotkeys
 from .models import Category, Image, Project
 
 __all__ = [
@@ -62,10 +62,17 @@ class ProjectSettingsForm(forms.Form):
         label="Split seed",
         help_text="The same seed always gives the same train/valid split.",
     )
+    second_opinion = forms.BooleanField(
+        required=False,
+        initial=False,
+        label="A relabel needs a second reviewer",
+        help_text="A relabel waits in the Second opinion queue until another reviewer agrees "
+        "(it is applied) or overrides it.",
+    )
 
     @classmethod
     def for_project(cls, project: Project, data=None) -> "ProjectSettingsForm":
-        fields = ("name", "description", *DATABLOCK_FIELDS)
+        fields = ("name", "description", *DATABLOCK_FIELDS, "second_opinion")
         return cls(data, initial={name: getattr(project, name) for name in fields})
 
 
@@ -80,7 +87,20 @@ class ProjectCreateForm(ProjectSettingsForm):
     field_order = ["name", "slug", "description"]
 
 
-hotkey_field_validator = RegexValidator(r"^[1-9]$", "A hotkey is one digit from 1 to 9.")
+def hotkey_field_validator(value: str) -> None:
+    if problem := hotkeys.hotkey_problem(value):
+        raise forms.ValidationError(problem)
+
+
+# The browser lets any digit or letter through; the server names a reserved letter's action.
+HOTKEY_HELP = f"0-9 or a letter except {hotkeys.reserved_keys_text()}"
+HOTKEY_ATTRS = {
+    "pattern": "[0-9a-z]",
+    "title": f"One key: {HOTKEY_HELP}",
+    "size": 1,
+    "autocapitalize": "none",
+    "autocomplete": "off",
+}
 
 
 class CategoryForm(forms.Form):
@@ -91,10 +111,8 @@ class CategoryForm(forms.Form):
         max_length=1,
         required=False,
         validators=[hotkey_field_validator],
-        widget=forms.TextInput(
-            attrs={"inputmode": "numeric", "pattern": "[1-9]", "size": 1, "class": "hotkey"}
-        ),
-        help_text="1 to 9, or blank for none.",
+        widget=forms.TextInput(attrs={**HOTKEY_ATTRS, "class": "hotkey"}),
+        help_text=f"{HOTKEY_HELP}, or blank for none.",
     )
     position = forms.IntegerField(
         min_value=0, max_value=100_000, widget=forms.NumberInput(attrs={"class": "position"})
@@ -119,8 +137,9 @@ class CategoryCreateForm(forms.Form):
         max_length=1,
         required=False,
         validators=[hotkey_field_validator],
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "pattern": "[1-9]", "size": 1}),
-        help_text="Blank: the next free digit.",
+        widget=forms.TextInput(attrs=HOTKEY_ATTRS),
+        help_text=f"{HOTKEY_HELP}. Blank: the class's own name if it is one digit or letter, "
+        "else the next free key.",
     )
 
 
@@ -314,6 +333,14 @@ class RolloutPolicyForm(forms.Form):
         help_text="Share (0–1) of a version's flagged images reviewed before it can be approved "
         "without an override reason.",
         widget=forms.NumberInput(attrs={"step": "0.05"}),
+    )
+    approval_tolerance = forms.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        label="Accuracy tolerance for approval",
+        help_text="A version whose validation accuracy is below live's by more than this "
+        "(0–1; 0.01 = 1 point) is approved only with a written reason.",
+        widget=forms.NumberInput(attrs={"step": "0.005"}),
     )
     rollout_steps = forms.CharField(
         max_length=100,

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-__all__ = ["ALLOWED_FORMATS", "DecodedImage", "ImageRejected", "decode_image", "to_rgb"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DecodedImage",
+    "ImageRejected",
+    "decode_image",
+    "sizes_apart",
+    "to_rgb",
+    "too_big_reason",
+]
 
 # Real formats we accept, whatever the file is called; MPO is a phone camera's JPEG.
 ALLOWED_FORMATS = {
@@ -45,6 +53,39 @@ class DecodedImage:
     thumbnail: bytes  # RGB JPEG
 
 
+def sizes_apart(size: int, limit: int) -> tuple[str, str]:
+    """Both sizes for a person, never printed alike when they differ."""
+    if max(size, limit) >= 2**20:
+        for digits in (1, 2, 3):
+            shown = f"{size / 2**20:.{digits}f} MiB", f"{limit / 2**20:.{digits}f} MiB"
+            if shown[0] != shown[1] or size == limit:
+                return shown
+    return f"{size:,} bytes", f"{limit:,} bytes"
+
+
+def too_big_reason(size: int, limit: int) -> str:
+    """Why a file of ``size`` bytes (its real size) is refused; "" within ``limit``."""
+    if size <= limit:
+        return ""
+    shown, allowed = sizes_apart(size, limit)
+    return f"file is {shown}, over the limit of {allowed} (LOUPE_MAX_FILE_BYTES)"
+
+
+def _open_past_pillow_limit(data: bytes) -> PILImage.Image | None:
+    """Open with the format's plugin directly: ``Image.open`` applies Pillow's own pixel
+    limit (Image.MAX_IMAGE_PIXELS), with its figures; past it, Loupe's limit must decide."""
+    prefix = data[:16]
+    for name in OPEN_FORMATS:
+        factory, accept = PILImage.OPEN.get(name, (None, None))
+        if factory is None or (accept is not None and not accept(prefix)):
+            continue
+        try:
+            return factory(io.BytesIO(data), None)
+        except (OSError, SyntaxError, ValueError, EOFError):
+            continue
+    return None
+
+
 def to_rgb(image: PILImage.Image) -> PILImage.Image:
     """Flatten any mode (palette, alpha, CMYK, 16-bit) to RGB, transparency on white."""
     if image.mode == "RGB":
@@ -70,7 +111,12 @@ def decode_image(data: bytes, *, max_pixels: int, thumbnail_size: int = 256) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            image = PILImage.open(io.BytesIO(data), formats=OPEN_FORMATS)
+            try:
+                image = PILImage.open(io.BytesIO(data), formats=OPEN_FORMATS)
+            except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+                image = _open_past_pillow_limit(data)
+                if image is None:
+                    raise
             pixels = image.width * image.height
             if pixels > max_pixels:
                 raise ImageRejected(

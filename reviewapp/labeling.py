@@ -262,9 +262,7 @@ def label_queue(
     mine: set[int] = set()
     if offset == 0:
         wanted = [image.pk for _, image in rows[: claim or project.claim_size]]
-        held = set(claims.own_claims(project=project, user=user, queue=QUEUE))
-        claims.claims_release(project=project, user=user, queue=QUEUE, image_ids=held - set(wanted))
-        mine = set(claims.claims_take(project=project, user=user, queue=QUEUE, image_ids=wanted))
+        mine = claims.claims_hold(project=project, user=user, queue=QUEUE, image_ids=wanted)
         # A card someone else took in the same instant is theirs: not shown.
         lost = set(wanted) - mine
         rows = [(s, image) for s, image in rows if image.pk not in lost]

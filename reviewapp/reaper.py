@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from . import audits, enqueue, training
+from . import audits, enqueue, services, training
 from .models import LabelAudit, TrainingRun, UploadBatch
 
 __all__ = ["ReapReport", "pending_jobs_reap", "staging_cleanup"]
@@ -190,12 +190,7 @@ def _minutes(delta: timedelta) -> int:
 
 
 def _fail_upload(batch: UploadBatch, message: str) -> bool:
-    failed = UploadBatch.objects.filter(
-        pk=batch.pk, status__in=(UploadBatch.Status.PENDING, UploadBatch.Status.RUNNING)
-    ).update(status=UploadBatch.Status.FAILED, error_message=message, finished_at=timezone.now())
-    if failed:
-        shutil.rmtree(Path(settings.MEDIA_ROOT) / batch.staging_dir, ignore_errors=True)
-    return bool(failed)
+    return services.upload_batch_fail(batch=batch, message=message)
 
 
 def _reap_uploads(now: datetime, report: ReapReport) -> None:

@@ -20,8 +20,10 @@ __all__ = [
     "ApprovalSummary",
     "Guardrail",
     "GuardrailRates",
+    "RollbackPlan",
     "RolloutConflict",
     "RolloutError",
+    "StagePlan",
     "approval_summary",
     "guardrail_rates",
     "guardrail_status",
@@ -32,8 +34,11 @@ __all__ = [
     "parse_rollout_steps",
     "project_policy_update",
     "project_rollback",
+    "rollback_plan",
     "rollout_event_list",
+    "rollout_event_queryset",
     "rollout_version_list",
+    "stage_change_plan",
     "version_approve",
     "version_guard",
     "version_live",
@@ -87,6 +92,7 @@ def parse_rollout_steps(text: str) -> list[int]:
 POLICY_FIELDS = (
     "review_confidence",
     "approval_coverage",
+    "approval_tolerance",
     "rollout_steps",
     "max_shadow_disagreement",
     "max_override_rate",
@@ -110,9 +116,13 @@ def project_policy_update(*, project: Project, **fields) -> Project:
 # Reads -----------------------------------------------------------------------------------
 
 
-def rollout_event_list(*, version: ModelVersion) -> list[RolloutEvent]:
+def rollout_event_queryset(*, version: ModelVersion) -> QuerySet[RolloutEvent]:
     """The version's timeline, oldest first."""
-    return list(version.rollout_events.select_related("actor").order_by("created_at", "id"))
+    return version.rollout_events.select_related("actor").order_by("created_at", "id")
+
+
+def rollout_event_list(*, version: ModelVersion) -> list[RolloutEvent]:
+    return list(rollout_event_queryset(version=version))
 
 
 def rollout_version_list(*, project: Project) -> QuerySet[ModelVersion]:
@@ -283,6 +293,7 @@ class ApprovalSummary:
     flagged: int
     reviewed: int
     required_coverage: float
+    tolerance: float = 0.01  # the project's approval_tolerance
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -293,6 +304,27 @@ class ApprovalSummary:
     @property
     def coverage_ok(self) -> bool:
         return self.coverage >= self.required_coverage
+
+    @property
+    def accuracy_gap(self) -> float | None:
+        """How far this version's validation accuracy is below live's (negative: above)."""
+        if self.live is None or None in (self.version.accuracy, self.live.accuracy):
+            return None
+        return self.live.accuracy - self.version.accuracy
+
+    @property
+    def accuracy_ok(self) -> bool:
+        # The epsilon keeps 0.51 - 0.50 (0.0100000001 in floats) within a 0.01 tolerance.
+        return self.accuracy_gap is None or self.accuracy_gap - self.tolerance <= 1e-9
+
+    @property
+    def accuracy_text(self) -> str:
+        """Why approval needs a reason: "v3's accuracy is 11.5 points below live v2's ..."."""
+        return (
+            f"{self.version.label}'s accuracy is {100 * (self.accuracy_gap or 0):.1f} points "
+            f"below live {self.live.label if self.live else ''}'s "
+            f"(tolerance {100 * self.tolerance:.1f})"
+        )
 
 
 def _class_image_counts(version: ModelVersion) -> dict[str, int]:
@@ -335,6 +367,7 @@ def approval_summary(*, version: ModelVersion) -> ApprovalSummary:
         flagged=progress.flagged,
         reviewed=progress.reviewed,
         required_coverage=project.approval_coverage,
+        tolerance=project.approval_tolerance,
     )
     if not version.pretrained:
         summary.warnings.append(
@@ -359,11 +392,16 @@ def approval_summary(*, version: ModelVersion) -> ApprovalSummary:
             f"({summary.coverage:.0%}) were reviewed; approval needs "
             f"{summary.required_coverage:.0%} or a written override reason."
         )
-    accuracies = (version.accuracy, live.accuracy if live else None)
-    if None not in accuracies and accuracies[0] < accuracies[1]:
+    if not summary.accuracy_ok:
+        summary.warnings.append(
+            f"{summary.accuracy_text}: {version.accuracy:.1%} against {live.accuracy:.1%}. "
+            "Approval needs a written reason."
+        )
+    elif summary.accuracy_gap is not None and summary.accuracy_gap > 0:
         summary.warnings.append(
             f"Lower validation accuracy than live {live.label}: "
-            f"{accuracies[0]:.1%} against {accuracies[1]:.1%}."
+            f"{version.accuracy:.1%} against {live.accuracy:.1%}, within the tolerance of "
+            f"{100 * summary.tolerance:.1f} points."
         )
     return summary
 
@@ -503,10 +541,16 @@ def _sync(target: ModelVersion, source: ModelVersion) -> ModelVersion:
 
 @transaction.atomic
 def version_approve(
-    *, version: ModelVersion, actor, note: str, override_reason: str = ""
+    *,
+    version: ModelVersion,
+    actor,
+    note: str,
+    override_reason: str = "",
+    accuracy_reason: str = "",
 ) -> ModelVersion:
-    """Approve a candidate; below the project's review coverage only with an override reason."""
+    """Approve a candidate; low review coverage or accuracy below live's need a reason each."""
     note, override_reason = (note or "").strip(), (override_reason or "").strip()
+    accuracy_reason = (accuracy_reason or "").strip()
     current = _lock(version)
     if not current.awaits_approval:
         raise RolloutError(
@@ -516,19 +560,28 @@ def version_approve(
     if not note:
         raise RolloutError("Write a note saying why you approve this version.")
     summary = approval_summary(version=current)
-    reason = note
+    reason, missing = note, []
     if not summary.coverage_ok:
         if not override_reason:
-            raise RolloutError(
+            missing.append(
                 f"Only {summary.reviewed} of {summary.flagged} flagged images "
                 f"({summary.coverage:.0%}) were reviewed, and approval needs "
                 f"{summary.required_coverage:.0%}. Review more of its top losses, or give an "
                 "override reason."
             )
-        reason = (
-            f"{note}\nOverride (review coverage {summary.coverage:.0%} < "
+        reason += (
+            f"\nOverride (review coverage {summary.coverage:.0%} < "
             f"{summary.required_coverage:.0%}): {override_reason}"
         )
+    if not summary.accuracy_ok:
+        if not accuracy_reason:
+            missing.append(
+                f"{summary.accuracy_text}. Write why you approve it anyway (the accuracy "
+                "reason), or train a better version."
+            )
+        reason += f"\nBelow live accuracy ({summary.accuracy_text}): {accuracy_reason}"
+    if missing:
+        raise RolloutError(" ".join(missing))
     _move(current, stage=Stage.APPROVED, share=0, actor=actor, reason=reason)
     return _sync(version, current)
 
@@ -597,18 +650,86 @@ def _promote(version: ModelVersion, *, actor, reason: str) -> None:
     _move(version, stage=Stage.LIVE, share=100, actor=actor, reason=reason)
 
 
-@transaction.atomic
-def version_stage_set(
-    *, version: ModelVersion, stage: str, share: int | None = None, actor, reason: str = ""
-) -> ModelVersion:
-    """Move a version along shadow -> limited (rising shares) -> live.
+@dataclass
+class StagePlan:
+    """What a stage change will do, worked out from the current state, in words."""
 
-    ``limited`` from approved or shadow starts at the first rollout step (or ``share``);
-    ``limited`` again expands to the next step (or ``share``); 100 or ``live`` promotes it,
-    retiring the previous live version. Expansion is refused while a guardrail is exceeded.
-    """
-    reason = (reason or "").strip()
-    current = _lock(version)
+    version: ModelVersion
+    stage: str  # shadow, limited or live (limited at 100% is live)
+    share: int
+    live: ModelVersion | None  # the version live now, other than this one
+    skipped: list[str]  # the rungs of shadow -> limited steps -> live it jumps over
+    summary: str  # "v3 will serve 25% of traffic (limited); v2 keeps 75%."
+
+    @property
+    def needs_reason(self) -> bool:
+        return bool(self.skipped)
+
+    @property
+    def skipped_text(self) -> str:
+        """The skipped rungs in words: "shadow and the limited steps 5% and 25%"."""
+        shares = [s.removeprefix("limited ") for s in self.skipped if s.startswith("limited")]
+        parts = ["shadow"] if "shadow" in self.skipped else []
+        if shares:
+            if len(shares) == 1:
+                parts.append(f"limited {shares[0]}")
+            else:
+                parts.append(f"the limited steps {', '.join(shares[:-1])} and {shares[-1]}")
+        return " and ".join(parts)
+
+    @property
+    def title(self) -> str:
+        label = self.version.label
+        if self.stage == Stage.SHADOW:
+            return f"Start {label} in shadow?"
+        if self.stage == Stage.LIVE:
+            return f"Make {label} live?"
+        return f"Send {self.share}% of traffic to {label}?"
+
+
+def _rung(stage: str, share: int) -> tuple[int, int]:
+    """A state's place on the ladder approved < shadow < limited (by share) < live."""
+    return {Stage.APPROVED: 0, Stage.SHADOW: 1, Stage.LIMITED: 2, Stage.LIVE: 3}[stage], share
+
+
+def _skipped(current: ModelVersion, stage: str, share: int, steps: list[int], live) -> list[str]:
+    # With no live version there is nothing to shadow or share traffic with: none is skipped.
+    if live is None:
+        return []
+    ladder = [(Stage.SHADOW, 0), *((Stage.LIMITED, s) for s in steps if s < 100)]
+    low, high = _rung(current.stage, current.traffic_share), _rung(stage, share)
+    return [
+        "shadow" if rung == Stage.SHADOW else f"limited {s}%"
+        for rung, s in ladder
+        if low < _rung(rung, s) < high
+    ]
+
+
+def _stage_summary(current: ModelVersion, stage: str, share: int, live) -> str:
+    label = current.label
+    if stage == Stage.SHADOW:
+        if live is None:
+            return f"{label} will run in shadow; no version is live, so it sees no requests yet."
+        return (
+            f"{label} will answer a copy of every request unseen (shadow); traffic does not "
+            f"change: {live.label} keeps serving it."
+        )
+    if stage == Stage.LIMITED:
+        text = (
+            f"{label} will serve {share}% of traffic (limited); {live.label} keeps {100 - share}%."
+        )
+        if current.paused_reason and share > current.traffic_share:
+            text += f" The pause of {label} ends."
+        elif current.paused_reason:
+            text += f" {label} stays paused (it serves nothing until it is expanded)."
+        return text
+    if live is None:
+        return f"{label} will serve 100% of traffic; no version serves traffic now."
+    return f"{label} will serve 100% of traffic; {live.label} will be retired."
+
+
+def _stage_plan(current: ModelVersion, *, stage: str, share: int | None) -> StagePlan:
+    """Check a stage change against the rules and say what it will do; refusals raise."""
     project = current.project
     steps = _steps_of(project)
     if stage not in IN_ROLLOUT:
@@ -622,51 +743,45 @@ def version_stage_set(
             Stage.RETIRED: "is retired; only a rollback brings a retired version back",
         }[current.stage]
         raise RolloutError(f"{current.label} {what}.")
+    if current.awaits_approval:
+        raise RolloutError(f"{current.label} is not approved yet: approve it first.")
     live = (
         ModelVersion.objects.filter(project=project, stage=Stage.LIVE)
+        .exclude(pk=current.pk)
+        .first()
+    )
+    other = (
+        ModelVersion.objects.filter(project=project, stage=Stage.LIMITED)
         .exclude(pk=current.pk)
         .first()
     )
     if stage == Stage.LIMITED and share == 100:
         stage = Stage.LIVE
 
-    if current.awaits_approval:
-        raise RolloutError(f"{current.label} is not approved yet: approve it first.")
     if stage == Stage.SHADOW:
         if current.stage != Stage.APPROVED:
             raise RolloutError(
                 f"{current.label} is {current.get_stage_display().lower()}; only an approved "
                 "version starts in shadow (use rollback to take traffic away)."
             )
-        _move(current, stage=Stage.SHADOW, share=0, actor=actor, reason=reason)
-        return _sync(version, current)
-
-    if stage == Stage.LIMITED:
-        if current.stage == Stage.LIVE:
-            raise RolloutError(f"{current.label} is already live.")
-        if current.stage in (Stage.APPROVED, Stage.SHADOW):
-            if live is None:
-                raise RolloutError(
-                    f"There is no live version to share traffic with: make {current.label} "
-                    "live directly."
-                )
-            other = (
-                ModelVersion.objects.filter(project=project, stage=Stage.LIMITED)
-                .exclude(pk=current.pk)
-                .first()
+        new_share = 0
+    elif stage == Stage.LIMITED and current.stage == Stage.LIVE:
+        raise RolloutError(f"{current.label} is already live.")
+    elif stage == Stage.LIMITED and current.stage in (Stage.APPROVED, Stage.SHADOW):
+        if live is None:
+            raise RolloutError(
+                f"There is no live version to share traffic with: make {current.label} "
+                "live directly."
             )
-            if other is not None:
-                raise RolloutError(
-                    f"{other.label} is already limited at {other.traffic_share}%: promote it "
-                    "or roll it back first. Only one version serves limited traffic."
-                )
-            new_share = share if share is not None else steps[0]
-            if not 1 <= new_share <= 99:
-                raise RolloutError(
-                    "A limited version serves 1 to 99% of traffic; 100% makes it live."
-                )
-            _move(current, stage=Stage.LIMITED, share=new_share, actor=actor, reason=reason)
-            return _sync(version, current)
+        if other is not None:
+            raise RolloutError(
+                f"{other.label} is already limited at {other.traffic_share}%: promote it "
+                "or roll it back first. Only one version serves limited traffic."
+            )
+        new_share = share if share is not None else steps[0]
+        if not 1 <= new_share <= 99:
+            raise RolloutError("A limited version serves 1 to 99% of traffic; 100% makes it live.")
+    elif stage == Stage.LIMITED:
         # Already limited: expand (or, given a lower share, shrink) its share.
         new_share = share if share is not None else _next_step(steps, current.traffic_share)
         if new_share == current.traffic_share:
@@ -675,33 +790,72 @@ def version_stage_set(
             raise RolloutError("A limited version serves at least 1%; roll it back instead.")
         if new_share > current.traffic_share:
             _refuse_if_guarded(current, new_share)
-            paused = ""  # an allowed expansion resumes a paused version
-        else:
-            paused = None
         if new_share >= 100:
-            _promote(current, actor=actor, reason=reason)
-        else:
-            _move(
-                current,
-                stage=Stage.LIMITED,
-                share=new_share,
-                actor=actor,
-                reason=reason,
-                paused_reason=paused,
+            stage, new_share = Stage.LIVE, 100
+    else:  # live
+        if current.stage == Stage.LIVE:
+            raise RolloutError(f"{current.label} is already live.")
+        if current.stage == Stage.LIMITED:
+            _refuse_if_guarded(current, 100)
+        elif other is not None:
+            raise RolloutError(
+                f"{other.label} is limited at {other.traffic_share}%: promote it or roll it "
+                f"back before {current.label} goes live."
             )
-        return _sync(version, current)
+        new_share = 100
+    return StagePlan(
+        version=current,
+        stage=stage,
+        share=new_share,
+        live=live,
+        skipped=_skipped(current, stage, new_share, steps, live),
+        summary=_stage_summary(current, stage, new_share, live),
+    )
 
-    # stage == live
-    if current.stage == Stage.LIVE:
-        raise RolloutError(f"{current.label} is already live.")
-    if current.stage == Stage.LIMITED:
-        _refuse_if_guarded(current, 100)
-    elif live is not None:
-        raise RolloutError(
-            f"{live.label} is live: move {current.label} to limited first, then expand it "
-            f"step by step ({project.rollout_steps})."
+
+def stage_change_plan(*, version: ModelVersion, stage: str, share: int | None = None) -> StagePlan:
+    """What ``version_stage_set`` would do now, for a confirmation; refusals raise."""
+    return _stage_plan(version, stage=stage, share=share)
+
+
+@transaction.atomic
+def version_stage_set(
+    *, version: ModelVersion, stage: str, share: int | None = None, actor, reason: str = ""
+) -> ModelVersion:
+    """Move a version along shadow -> limited (rising shares) -> live.
+
+    ``limited`` from approved or shadow starts at the first rollout step (or ``share``);
+    ``limited`` again expands to the next step (or ``share``); 100 or ``live`` promotes it,
+    retiring the previous live version. Expansion is refused while a guardrail is exceeded,
+    and a move past the next rung while a version is live (skipping shadow or a limited
+    step) needs a ``reason``, which the timeline keeps.
+    """
+    reason = (reason or "").strip()
+    current = _lock(version)
+    plan = _stage_plan(current, stage=stage, share=share)
+    if plan.needs_reason:
+        if not reason:
+            raise RolloutError(
+                f"Moving {current.label} to {plan.stage}"
+                f"{f' at {plan.share}%' if plan.stage == Stage.LIMITED else ''} skips "
+                f"{plan.skipped_text}. Write a reason for skipping; it goes on the timeline."
+            )
+        reason = f"Skipped {plan.skipped_text}: {reason}"
+    if plan.stage == Stage.LIVE:
+        _promote(current, actor=actor, reason=reason)
+    elif plan.stage == Stage.LIMITED and current.stage == Stage.LIMITED:
+        # An allowed expansion resumes a paused version; a shrink keeps the pause.
+        paused = "" if plan.share > current.traffic_share else None
+        _move(
+            current,
+            stage=Stage.LIMITED,
+            share=plan.share,
+            actor=actor,
+            reason=reason,
+            paused_reason=paused,
         )
-    _promote(current, actor=actor, reason=reason)
+    else:
+        _move(current, stage=plan.stage, share=plan.share, actor=actor, reason=reason)
     return _sync(version, current)
 
 
@@ -722,25 +876,30 @@ def _previous_live(project: Project, *, before: ModelVersion) -> ModelVersion | 
     return event.version if event else None
 
 
-@transaction.atomic
-def project_rollback(*, project: Project, actor, reason: str = "") -> list[RolloutEvent]:
-    """Return all traffic to the previous live version, from a limited or a fresh live one.
+@dataclass
+class RollbackPlan:
+    """What a rollback will do now, in words; ``seen`` names the state it was worked out for."""
 
-    A limited version leaves traffic (back to approved) and the live version serves all;
-    with none limited, the live version steps back to approved and the version live before
-    it is live again. Shadow versions serve nothing and stay as they are.
-    """
-    reason = (reason or "").strip() or "Rolled back."
-    Project.objects.select_for_update().filter(pk=project.pk).first()
-    in_rollout = ModelVersion.objects.select_for_update().filter(
-        project=project, stage__in=(Stage.LIMITED, Stage.LIVE)
-    )
+    taken: ModelVersion  # the version that leaves traffic
+    restored: ModelVersion | None  # the version live again (a live rollback)
+    live: ModelVersion | None  # the version live now
+    summary: str
+
+    @property
+    def seen(self) -> str:
+        return f"{self.taken.pk}:{self.taken.stage}:{self.live.pk if self.live else ''}"
+
+
+def _rollback_plan(project: Project, *, lock: bool) -> RollbackPlan:
+    in_rollout = ModelVersion.objects.filter(project=project, stage__in=(Stage.LIMITED, Stage.LIVE))
+    if lock:
+        in_rollout = in_rollout.select_for_update()
     by_stage = {v.stage: v for v in in_rollout}
     limited, live = by_stage.get(Stage.LIMITED), by_stage.get(Stage.LIVE)
     if limited is not None:
-        text = f"Rollback: {limited.label} taken off traffic"
-        text += f"; {live.label} serves all of it. {reason}" if live else f". {reason}"
-        return [_move(limited, stage=Stage.APPROVED, share=0, actor=actor, reason=text)]
+        then = f"{live.label} will serve 100%." if live else "no version will serve traffic."
+        summary = f"{limited.label} leaves traffic and goes back to approved; {then}"
+        return RollbackPlan(taken=limited, restored=None, live=live, summary=summary)
     if live is None:
         raise RolloutError("Nothing to roll back: no version of this project is live or limited.")
     previous = _previous_live(project, before=live)
@@ -749,6 +908,42 @@ def project_rollback(*, project: Project, actor, reason: str = "") -> list[Rollo
             f"{live.label} is the first live version of this project: there is no previous "
             "live version to return to."
         )
+    summary = (
+        f"Roll back to {previous.label}: {previous.label} will serve 100%; {live.label} goes "
+        "back to approved and serves nothing."
+    )
+    return RollbackPlan(taken=live, restored=previous, live=live, summary=summary)
+
+
+def rollback_plan(*, project: Project) -> RollbackPlan:
+    """What ``project_rollback`` would do now, for a confirmation; refusals raise."""
+    return _rollback_plan(project, lock=False)
+
+
+@transaction.atomic
+def project_rollback(
+    *, project: Project, actor, reason: str = "", seen: str | None = None
+) -> list[RolloutEvent]:
+    """Return all traffic to the previous live version, from a limited or a fresh live one.
+
+    A limited version leaves traffic (back to approved) and the live version serves all;
+    with none limited, the live version steps back to approved and the version live before
+    it is live again. Shadow versions serve nothing and stay as they are. Given the ``seen``
+    of the plan a person confirmed, a rollback that would now do something else is refused.
+    """
+    reason = (reason or "").strip() or "Rolled back."
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    plan = _rollback_plan(project, lock=True)
+    if seen is not None and seen != plan.seen:
+        raise RolloutConflict(
+            f"Traffic changed since you looked; a rollback now would do this: {plan.summary} "
+            "Confirm again if that is what you want."
+        )
+    taken, live, previous = plan.taken, plan.live, plan.restored
+    if previous is None:
+        text = f"Rollback: {taken.label} taken off traffic"
+        text += f"; {live.label} serves all of it. {reason}" if live else f". {reason}"
+        return [_move(taken, stage=Stage.APPROVED, share=0, actor=actor, reason=text)]
     return [
         _move(
             live,

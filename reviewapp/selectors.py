@@ -21,11 +21,15 @@ __all__ = [
     "review_progress",
     "training_run_active",
     "training_run_list",
+    "training_run_queryset",
     "EventPage",
     "SYSTEM_ACTOR",
     "dataset_image_list",
     "image_trash_list",
     "label_event_actors",
+    "label_event_first_since",
+    "ReviewerCounts",
+    "reviewer_counts",
     "attach_undos",
     "label_event_list",
     "image_recent_decisions",
@@ -154,13 +158,18 @@ def image_list(
 # Training runs and model versions ---------------------------------------------------
 
 
-def training_run_list(*, project: Project, limit: int = 20) -> list[TrainingRun]:
-    """The project's latest runs, newest first, without their (large) data snapshots."""
-    return list(
+def training_run_queryset(*, project: Project) -> QuerySet[TrainingRun]:
+    """The project's runs, newest first, without their (large) data snapshots."""
+    return (
         project.training_runs.defer("snapshot")
         .select_related("created_by", "version")
-        .order_by("-id")[:limit]
+        .order_by("-id")
     )
+
+
+def training_run_list(*, project: Project, limit: int = 20) -> list[TrainingRun]:
+    """The project's latest runs, newest first."""
+    return list(training_run_queryset(project=project)[:limit])
 
 
 def training_run_active(*, project: Project) -> list[TrainingRun]:
@@ -386,14 +395,22 @@ def parse_review_cursor(cursor: str) -> tuple[float, int] | None:
 
 
 def review_page(
-    *, version: ModelVersion, filters: ReviewFilters, after: str = "", limit: int = 24
+    *,
+    version: ModelVersion,
+    filters: ReviewFilters,
+    after: str = "",
+    limit: int = 24,
+    exclude: list[int] | tuple = (),
 ) -> ReviewPage:
     """One page of the queue, highest loss first, by keyset on (loss, id): no OFFSET.
 
     Deleted images stay in the queue so a reviewer sees (and can undo) what they did;
-    the trash view lists them for good.
+    the trash view lists them for good. ``exclude``: image ids left out (cards other
+    reviewers hold), a short literal list the index scan skips.
     """
     qs = _review_queryset(version=version, filters=filters)
+    if exclude:
+        qs = qs.exclude(image_id__in=list(exclude))
     if cursor := parse_review_cursor(after):
         loss, pk = cursor
         qs = qs.filter(Q(loss__lt=loss) | Q(loss=loss, id__gt=pk))
@@ -519,6 +536,7 @@ def label_event_list(
     actor: int | str | None = None,
     before: int | None = None,
     limit: int = 50,
+    since_id: int | None = None,
 ) -> EventPage:
     """A project's label events newest first, by keyset on id: one query, no COUNT, no OFFSET.
 
@@ -535,6 +553,8 @@ def label_event_list(
         qs = qs.filter(actor_id=actor)
     if before:
         qs = qs.filter(id__lt=before)
+    if since_id is not None:
+        qs = qs.filter(id__gte=since_id)
     # The image itself is not joined: its id is enough for the thumbnail and the link.
     events = list(
         qs.select_related("actor", "from_category", "to_category").order_by("-id")[: limit + 1]
@@ -542,6 +562,56 @@ def label_event_list(
     next_cursor = events[limit - 1].pk if len(events) > limit else None
     events = attach_undos(events[:limit])
     return EventPage(events=events, next_cursor=next_cursor, has_previous=bool(before))
+
+
+def label_event_first_since(since) -> int | None:
+    """The id of the first label event at or after ``since``, on the created_at index: a
+    period becomes an id bound that the (project, -id) indexes can use."""
+    from .models import LabelEvent
+
+    return (
+        LabelEvent.objects.filter(created_at__gte=since)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+@dataclass
+class ReviewerCounts:
+    actor_id: int
+    username: str
+    decisions: int  # label, relabel, confirm, delete, restore
+    relabels: int
+    undone: int  # of those decisions, the ones undone later (by anyone)
+
+
+def reviewer_counts(
+    *, project: Project, actor: int | str | None = None, since_id: int | None = None
+) -> list[ReviewerCounts]:
+    """Per person: decisions, relabels and decisions later undone, from ``since_id`` on
+    (None: all time), for one person or everyone; one grouped query."""
+    from .models import LabelEvent
+
+    if actor == SYSTEM_ACTOR:
+        return []  # the system makes imports and merges, not review decisions
+    qs = LabelEvent.objects.filter(
+        project=project, actor__isnull=False, action__in=LabelEvent.DECISIONS
+    )
+    if actor not in (None, ""):
+        qs = qs.filter(actor_id=actor)
+    if since_id is not None:
+        qs = qs.filter(id__gte=since_id)
+    rows = (
+        qs.values_list("actor_id", "actor__username")
+        .annotate(
+            decisions=Count("id"),
+            relabels=Count("id", filter=Q(action=LabelEvent.Action.RELABEL)),
+            undone=Count("id", filter=Q(undone_by__isnull=False)),
+        )
+        .order_by("actor__username")
+    )
+    return [ReviewerCounts(*row) for row in rows]
 
 
 def policy_runs_recent(*, project: Project, limit: int = 5) -> list:

@@ -18,9 +18,9 @@ from django.db.models import F, Max
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import claims, enqueue
-from .archives import ArchiveRejected, is_zip, iter_zip_members
-from .imaging import DecodedImage, ImageRejected, decode_image
+from . import claims, enqueue, hotkeys
+from .archives import ArchiveRejected, is_zip, iter_zip_members, zip_entry_count
+from .imaging import DecodedImage, ImageRejected, decode_image, too_big_reason
 from .models import ApiToken, Category, Image, LabelEvent, ModelVersion, Project, UploadBatch
 
 __all__ = [
@@ -42,8 +42,10 @@ __all__ = [
     "project_create",
     "project_update",
     "upload_batch_create",
+    "upload_batch_fail",
     "upload_batch_run",
     "uploads_count",
+    "uploads_fit_inline",
     "uploads_ingest",
 ]
 
@@ -120,9 +122,14 @@ def _project_resplit(project: Project) -> None:
 # Categories -----------------------------------------------------------------------
 
 
-def _free_hotkey(project: Project) -> str:
+def _free_hotkey(project: Project, name: str) -> str:
     used = set(project.categories.exclude(hotkey="").values_list("hotkey", flat=True))
-    return next((str(d) for d in range(1, 10) if str(d) not in used), "")
+    return hotkeys.hotkey_for_new(name, used)
+
+
+def _check_hotkey(hotkey: str) -> None:
+    if problem := hotkeys.hotkey_problem(hotkey):
+        raise ValidationError({"hotkey": problem})
 
 
 def _clean_category_name(name: str) -> str:
@@ -142,7 +149,8 @@ def category_create(*, project: Project, name: str, hotkey: str | None = None) -
     name = _clean_category_name(name)
     if project.categories.filter(name=name).exists():
         raise ValidationError({"name": f"'{name}' already exists in this project."})
-    hotkey = _free_hotkey(project) if hotkey is None else hotkey.strip()
+    hotkey = _free_hotkey(project, name) if hotkey is None else hotkey.strip()
+    _check_hotkey(hotkey)
     if hotkey and project.categories.filter(hotkey=hotkey).exists():
         raise ValidationError({"hotkey": f"Hotkey {hotkey} is already used."})
     position = (project.categories.aggregate(m=Max("position"))["m"] or 0) + 1
@@ -184,6 +192,7 @@ def category_update(
         category.name = name
     if hotkey is not None:
         hotkey = hotkey.strip()
+        _check_hotkey(hotkey)
         if hotkey and siblings.filter(hotkey=hotkey).exists():
             taken = siblings.get(hotkey=hotkey)
             raise ValidationError({"hotkey": f"Hotkey {hotkey} is already used by '{taken}'."})
@@ -247,13 +256,7 @@ def category_delete(*, category: Category) -> None:
 
 def file_too_big(size: int) -> str:
     """The reason a file of ``size`` bytes is refused, or "" if it is within the limit."""
-    limit = settings.LOUPE_MAX_FILE_BYTES
-    if size <= limit:
-        return ""
-    return (
-        f"file is {size / 2**20:.1f} MiB, over the limit of {limit / 2**20:.1f} MiB "
-        "(LOUPE_MAX_FILE_BYTES)"
-    )
+    return too_big_reason(size, settings.LOUPE_MAX_FILE_BYTES)
 
 
 def _sha256(data: bytes) -> str:
@@ -279,16 +282,18 @@ def image_ingest(
     actor=None,
     sha256: str | None = None,
     decoded: DecodedImage | ImageRejected | None = None,
+    size: int | None = None,
 ) -> IngestResult:
     """Check, store and record one file; a refused file leaves no row and no file.
 
-    ``sha256`` and ``decoded`` may come precomputed (a folder import does them in threads).
+    ``sha256`` and ``decoded`` may come precomputed (a folder import does them in threads);
+    ``size`` is the file's real size when ``data`` was read only up to the limit.
     """
     label_name = label.name if label else ""
-    if reason := file_too_big(len(data)):
+    if reason := file_too_big(max(size or 0, len(data))):
         return IngestResult(name, "rejected", reason, label=label_name)
     sha256 = sha256 or _sha256(data)
-    existing = project.images.filter(sha256=sha256).values_list("id", "status").first()
+    existing = _existing(project, sha256)
     if existing:
         return _duplicate(name, existing, label_name)
     try:
@@ -328,7 +333,7 @@ def image_ingest(
             )
     except IntegrityError:
         _delete_files(saved)
-        existing = project.images.filter(sha256=sha256).values_list("id", "status").first()
+        existing = _existing(project, sha256)
         if existing:
             return _duplicate(name, existing, label_name)
         raise
@@ -338,16 +343,18 @@ def image_ingest(
     return IngestResult(name, "imported", image_id=image.pk, label=label_name)
 
 
-def _duplicate(name: str, existing: tuple[int, str], label_name: str) -> IngestResult:
-    image_id, status = existing
+def _existing(project: Project, sha256: str) -> tuple[int, str, str | None] | None:
+    return project.images.filter(sha256=sha256).values_list("id", "status", "label__name").first()
+
+
+def _duplicate(name: str, existing: tuple[int, str, str | None], label_name: str) -> IngestResult:
+    """The stored image's label, not the one asked for: the upload changed nothing."""
+    image_id, status, stored = existing
     deleted = " (in the trash)" if status == Image.Status.DELETED else ""
-    return IngestResult(
-        name,
-        "duplicate",
-        f"same file as image #{image_id}{deleted}",
-        image_id=image_id,
-        label=label_name,
-    )
+    reason = f"same file as image #{image_id}{deleted}"
+    if label_name and label_name != stored:
+        reason += f"; kept its label {stored or 'unlabeled'}, not {label_name}"
+    return IngestResult(name, "duplicate", reason, image_id=image_id, label=stored or "")
 
 
 def _delete_files(names: Iterable[str]) -> None:
@@ -363,6 +370,14 @@ def _read_bounded(fileobj: BinaryIO) -> bytes:
     return fileobj.read(settings.LOUPE_MAX_FILE_BYTES + 1)
 
 
+def _size_of(fileobj: BinaryIO) -> int:
+    position = fileobj.tell()
+    fileobj.seek(0, 2)
+    size = fileobj.tell()
+    fileobj.seek(position)
+    return size
+
+
 def _zip_members(fileobj: BinaryIO):
     return iter_zip_members(
         fileobj,
@@ -370,11 +385,34 @@ def _zip_members(fileobj: BinaryIO):
         max_total_bytes=settings.LOUPE_MAX_ZIP_UNCOMPRESSED_BYTES,
         max_member_bytes=settings.LOUPE_MAX_FILE_BYTES,
         max_ratio=settings.LOUPE_MAX_ZIP_RATIO,
+        max_archive_bytes=settings.LOUPE_MAX_ZIP_BYTES,
     )
 
 
 def _looks_like_archive(name: str, fileobj: BinaryIO) -> bool:
     return name.lower().endswith(".zip") or is_zip(fileobj)
+
+
+def _archive_refused_at_once(name: str, fileobj: BinaryIO) -> bool:
+    """Too many entries, read from its end record: refusing it takes no time at all."""
+    if not _looks_like_archive(name, fileobj):
+        return False
+    return (zip_entry_count(fileobj) or 0) > settings.LOUPE_MAX_ZIP_ENTRIES
+
+
+def uploads_fit_inline(uploads: list[tuple[str, BinaryIO]], *, archives_inline: bool) -> bool:
+    """Few and small enough to ingest within the request (LOUPE_INLINE_UPLOAD_MAX_*).
+
+    An archive counts by its size; ``archives_inline=False`` sends any archive to a worker.
+    An archive with too many entries costs nothing: it is refused as soon as it is seen.
+    """
+    kept = [(name, f) for name, f in uploads if not _archive_refused_at_once(name, f)]
+    if not archives_inline and any(_looks_like_archive(name, f) for name, f in kept):
+        return False
+    return (
+        len(kept) <= settings.LOUPE_INLINE_UPLOAD_MAX_FILES
+        and sum(_size_of(f) for _, f in kept) <= settings.LOUPE_INLINE_UPLOAD_MAX_BYTES
+    )
 
 
 def uploads_count(uploads: Iterable[tuple[str, BinaryIO]]) -> int:
@@ -383,6 +421,9 @@ def uploads_count(uploads: Iterable[tuple[str, BinaryIO]]) -> int:
 
     total = 0
     for name, fileobj in uploads:
+        if _archive_refused_at_once(name, fileobj):
+            total += 1  # one result: the archive's refusal
+            continue
         if _looks_like_archive(name, fileobj):
             try:
                 position = fileobj.tell()
@@ -447,6 +488,7 @@ def uploads_ingest(
                 label=label,
                 source=source,
                 actor=actor,
+                size=_size_of(fileobj),
             )
         )
     if any(r.status == "imported" and not r.label for r in results):
@@ -475,8 +517,13 @@ def upload_batch_create(
     label: Category | None = None,
     labels_from_folders: bool = False,
     actor=None,
+    fail_if_unqueued: bool = False,
 ) -> UploadBatch:
-    """Stage the uploaded files on shared media storage and queue their ingest."""
+    """Stage the uploaded files on shared media storage and queue their ingest.
+
+    ``fail_if_unqueued``: someone is waiting, so a broker that refuses the job fails the
+    batch and raises ``enqueue.QueueUnavailable``; otherwise the reaper sends it again.
+    """
     uploads = list(uploads)
     staging = _staging_root() / uuid.uuid4().hex
     staging.mkdir(parents=True)
@@ -505,8 +552,25 @@ def upload_batch_create(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    enqueue.send(enqueue.UPLOAD_BATCH, batch.pk)
+    if fail_if_unqueued:
+        enqueue.send_or_fail(
+            enqueue.UPLOAD_BATCH,
+            batch.pk,
+            on_failure=lambda message: upload_batch_fail(batch=batch, message=message),
+        )
+    else:
+        enqueue.send(enqueue.UPLOAD_BATCH, batch.pk)
     return batch
+
+
+def upload_batch_fail(*, batch: UploadBatch, message: str) -> bool:
+    """Fail a pending or running batch with ``message`` and remove its staged files."""
+    failed = UploadBatch.objects.filter(
+        pk=batch.pk, status__in=(UploadBatch.Status.PENDING, UploadBatch.Status.RUNNING)
+    ).update(status=UploadBatch.Status.FAILED, error_message=message, finished_at=timezone.now())
+    if failed:
+        shutil.rmtree(Path(settings.MEDIA_ROOT) / batch.staging_dir, ignore_errors=True)
+    return bool(failed)
 
 
 def upload_batch_run(*, batch_id: int) -> None:

@@ -6,6 +6,7 @@ Embedded default: SQLite and an embedded Redis under ``var/``; production sets
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -26,13 +27,25 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+_MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(50))"'
+
+
 def _secret_key() -> str:
     if key := os.environ.get("SECRET_KEY"):
+        # Django's own rule (check --deploy, security.W009), refused here instead of warned.
+        weak = len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-")
+        if PRODUCTION and weak:
+            raise ImproperlyConfigured(
+                "SECRET_KEY is too weak for production (LOUPE_ENV=production): it needs at "
+                "least 50 characters, 5 of them different, and no 'django-insecure-' prefix. "
+                f"Make one with: {_MAKE_A_KEY}"
+            )
         return key
     if PRODUCTION:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Production settings (LOUPE_ENV=production) need "
-            "a SECRET_KEY environment variable shared by every web server and worker."
+            "a SECRET_KEY environment variable shared by every web server and worker. "
+            f"Make one with: {_MAKE_A_KEY}"
         )
     # Generated once and kept, so sessions survive restarts on a developer machine.
     key_file = VAR_DIR / "secret_key"
@@ -67,6 +80,7 @@ INSTALLED_APPS = [
     "template_partials",
     "ninja",
     "django_celery_beat",
+    "axes",
     "reviewapp",
 ]
 
@@ -80,6 +94,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a locked-out login's answer into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "reviewapp.urls"
@@ -169,9 +185,44 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project-list"
 LOGOUT_REDIRECT_URL = "login"
 
-if PRODUCTION:
-    SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+LOUPE_LOGIN_FAILURE_LIMIT = int(os.environ.get("LOUPE_LOGIN_FAILURE_LIMIT", 5))
+LOUPE_LOGIN_COOLOFF_MINUTES = int(os.environ.get("LOUPE_LOGIN_COOLOFF_MINUTES", 15))
+# Addresses from X-Forwarded-For are trusted only behind this many proxies that append to it.
+LOUPE_TRUSTED_PROXY_COUNT = int(os.environ.get("LOUPE_TRUSTED_PROXY_COUNT", 0))
+
+# Login throttling (django-axes): a (user name, address) pair is locked after the failure
+# limit, for the cool-off; Bearer API tokens never go through authenticate() and are not.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOUPE_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOUPE_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "reviewapp.views.login.login_lockout"
+if LOUPE_TRUSTED_PROXY_COUNT:
+    # Otherwise axes reads REMOTE_ADDR, which a client cannot forge.
+    AXES_CLIENT_IP_CALLABLE = "reviewapp.views.login.login_client_ip"
+
+# Production: HTTPS only. Each setting can be changed from the environment (same name).
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+# loupe_run probes /healthz over plain http on 127.0.0.1; a redirect would fail the probe.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0))
+# Off unless asked: both bind every subdomain, and a preload outlasts any later change.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+# Behind a proxy that ends TLS, the request reaches Django as http; the proxy says https.
+if _env_bool("LOUPE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Left off on purpose (above), so check --deploy need not warn that they are off.
+SILENCED_SYSTEM_CHECKS = [
+    *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+    *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+]
 
 # Celery: the broker is REDIS_URL, or the embedded Redis started by `make run`.
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
@@ -245,7 +296,7 @@ LOUPE_MAX_ZIP_BYTES = int(os.environ.get("LOUPE_MAX_ZIP_BYTES", 500 * 1024 * 102
 LOUPE_MAX_ZIP_UNCOMPRESSED_BYTES = int(
     os.environ.get("LOUPE_MAX_ZIP_UNCOMPRESSED_BYTES", 2 * 1024 * 1024 * 1024)
 )
-LOUPE_MAX_ZIP_ENTRIES = int(os.environ.get("LOUPE_MAX_ZIP_ENTRIES", 100_000))
+LOUPE_MAX_ZIP_ENTRIES = int(os.environ.get("LOUPE_MAX_ZIP_ENTRIES", 10_000))
 LOUPE_MAX_ZIP_RATIO = int(os.environ.get("LOUPE_MAX_ZIP_RATIO", 200))
 LOUPE_THUMBNAIL_SIZE = 256
 # Uploads above these go to a Celery task with a progress bar.

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Count, F, Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from . import enqueue as jobs
@@ -145,8 +145,13 @@ def training_run_create(
     reason: str = "",
     then_audit: str = "",
     then_shadow: bool = False,
+    fail_if_unqueued: bool = False,
 ) -> TrainingRun:
-    """Queue a training run; it waits behind any run of the same project."""
+    """Queue a training run; it waits behind any run of the same project.
+
+    ``fail_if_unqueued``: someone is waiting, so a broker that refuses the job fails the
+    run and raises ``enqueue.QueueUnavailable``; otherwise the reaper sends it again.
+    """
     train_config = train_config_for(project, config)
     _check_trainable(project)
     run = TrainingRun.objects.create(
@@ -158,9 +163,23 @@ def training_run_create(
         then_audit=then_audit,
         then_shadow=then_shadow,
     )
-    if enqueue:
+    if enqueue and fail_if_unqueued:
+        jobs.send_or_fail(
+            jobs.TRAINING_RUN, run.pk, on_failure=lambda message: _fail_unqueued(run.pk, message)
+        )
+    elif enqueue:
         jobs.send(jobs.TRAINING_RUN, run.pk)
     return run
+
+
+def _fail_unqueued(run_id: int, message: str) -> None:
+    # Not announced: the person is told by the answer, and the broker is down anyway.
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).update(
+        status=TrainingRun.Status.FAILED,
+        phase=TrainingRun.Phase.DONE,
+        error_message=message,
+        finished_at=timezone.now(),
+    )
 
 
 def last_successful_config(project: Project) -> dict[str, Any]:
@@ -444,6 +463,15 @@ class _Progress:
         TrainingRun.objects.filter(pk=self.run_id).update(**fields)
         self.told()
 
+    def count(self, done: int, *, force: bool = False) -> None:
+        """How many of the phase's items are done, written at most every ``interval``."""
+        now = time.monotonic()
+        if not force and now - self.last_write < self.interval:
+            return
+        self.last_write = now
+        TrainingRun.objects.filter(pk=self.run_id).update(progress_done=done)
+        self.told()
+
     def should_stop(self) -> bool:
         return TrainingRun.objects.filter(pk=self.run_id, cancel_requested=True).exists()
 
@@ -631,7 +659,9 @@ def _version_score(version: ModelVersion, run: TrainingRun, progress: _Progress)
     )
     batch: list[ImageScore] = []
     done = 0
-    for (pk, label_id, _, split, _), item in zip(rows, scores, strict=True):
+    for seen, ((pk, label_id, _, split, _), item) in enumerate(
+        zip(rows, scores, strict=True), start=1
+    ):
         predicted_id = categories.get(item.predicted)
         batch.append(
             ImageScore(
@@ -648,10 +678,13 @@ def _version_score(version: ModelVersion, run: TrainingRun, progress: _Progress)
             )
         )
         if len(batch) >= SCORE_CHUNK:
-            done += _flush(batch, progress)
+            done += _flush(batch)
             if progress.should_stop():
                 raise TrainingCancelled("Cancelled while scoring.")
-    done += _flush(batch, progress)
+        # Counted as scored, before a chunk is written: the page moves while a chunk fills.
+        progress.count(seen)
+    done += _flush(batch)
+    progress.count(done, force=True)
     ModelVersion.objects.filter(pk=version.pk).update(
         n_scored=done, flag_counts=flag_counts(ImageScore.objects.filter(version=version))
     )
@@ -669,11 +702,9 @@ def flag_counts(scores) -> list[list]:
     return [list(row) for row in rows]
 
 
-def _flush(batch: list[ImageScore], progress: _Progress) -> int:
+def _flush(batch: list[ImageScore]) -> int:
     n = len(batch)
     if n:
         ImageScore.objects.bulk_create(batch, batch_size=SCORE_CHUNK)
-        TrainingRun.objects.filter(pk=progress.run_id).update(progress_done=F("progress_done") + n)
-        progress.told()
         batch.clear()
     return n

@@ -12,3 +12,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", include("reviewapp.views.urls")),
 ]
+
+# The 403 page names the missing permission and keeps the project's navigation.
+handler403 = "reviewapp.views.denied.permission_denied"

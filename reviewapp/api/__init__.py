@@ -64,6 +64,15 @@ api.add_router("", webhooks_api.router)
 from . import notifications as notifications_api  # noqa: E402
 
 api.add_router("", notifications_api.router)
+# Upload batches: big uploads ingested by a worker, their progress and results.
+from . import uploads as uploads_api  # noqa: E402
+
+api.add_router("", uploads_api.router)
+
+# Second opinions: relabels waiting for another reviewer, and resolving them.
+from . import second_opinions as second_opinions_api  # noqa: E402
+
+api.add_router("", second_opinions_api.router)
 
 
 # Last, so it only sees paths no router matched: a typo gets JSON, not Django's HTML page.

@@ -9,15 +9,16 @@ from ninja import Field, Query, Router, Schema, Status
 from .. import audits
 from ..models import AuditScore, LabelAudit
 from .auth import require_perm
-from .common import InputSchema, absolute_reverse, project_or_404
-from .errors import ERROR_RESPONSES
+from .common import Id, InputSchema, absolute_reverse, db_id, project_or_404
+from .errors import ERROR_RESPONSES, QUEUE_RESPONSES
+from .training import SCORES_DEFAULT_LIMIT, SCORES_MAX_LIMIT, SCORES_MAX_OFFSET
 
 __all__ = ["router"]
 
 router = Router()
 
-SCORES_DEFAULT_LIMIT = 100
-SCORES_MAX_LIMIT = 1000
+# The old bare list of /scores, kept at /scores-by-offset for one release (see README).
+LEGACY_MAX_OFFSET = 1_000_000
 # Audits reuse the permissions of what they stand for (see reviewapp/views/audits.py).
 START_PERM = "reviewapp.add_trainingrun"
 VIEW_PERM = "reviewapp.view_imagescore"
@@ -29,7 +30,7 @@ class LabelAuditIn(InputSchema):
         "fast", description="fast: linear heads on embeddings; full: one model per fold."
     )
     k: int = Field(5, description="Folds: one job each.")
-    version_id: int | None = Field(None, description="The embedding model; default latest.")
+    version_id: Id | None = Field(None, description="The embedding model; default latest.")
 
 
 class LabelAuditOut(Schema):
@@ -66,6 +67,7 @@ class LabelAuditOut(Schema):
     error_message: str
     created_by: str | None
     created_at: datetime
+    started_at: datetime | None = Field(description="When a worker began it; null while queued.")
     finished_at: datetime | None
     url: str | None
 
@@ -74,7 +76,7 @@ class AuditScoreOut(Schema):
     image_id: int
     label: str | None
     predicted: str | None
-    probabilities: list[float]
+    probabilities: dict[str, float] = Field(description="Out-of-fold, per class name.")
     fold: int
     split: str
     loss: float
@@ -84,6 +86,15 @@ class AuditScoreOut(Schema):
     outlier_score: float | None
     duplicate_group: int | None
     leaks: bool
+
+
+class AuditScorePageOut(Schema):
+    items: list[AuditScoreOut]
+    next: str | None = Field(description="URL of the next page; null on the last page.")
+
+
+class AuditScoreByOffsetOut(AuditScoreOut):
+    probabilities: list[float] = Field(description="Out-of-fold, in the audit's vocab order.")
 
 
 def _audit_out(request, audit: LabelAudit) -> dict:
@@ -115,6 +126,7 @@ def _audit_out(request, audit: LabelAudit) -> dict:
         "error_message": audit.error_message,
         "created_by": audit.created_by.get_username() if audit.created_by else None,
         "created_at": audit.created_at,
+        "started_at": audit.started_at,
         "finished_at": audit.finished_at,
         "url": absolute_reverse(request, "label-audit", pk=audit.pk),
     }
@@ -124,7 +136,7 @@ def _audit_or_404(audit_id: int) -> LabelAudit:
     audit = (
         LabelAudit.objects.defer("snapshot")
         .select_related("project", "created_by")
-        .filter(pk=audit_id)
+        .filter(pk=db_id(audit_id))
         .first()
     )
     if audit is None:
@@ -134,7 +146,7 @@ def _audit_or_404(audit_id: int) -> LabelAudit:
 
 @router.post(
     "/projects/{slug}/label-audits",
-    response={201: LabelAuditOut, **ERROR_RESPONSES},
+    response={201: LabelAuditOut, **ERROR_RESPONSES, **QUEUE_RESPONSES},
     tags=["label audits"],
 )
 def label_audit_start(request, slug: str, payload: LabelAuditIn = None):
@@ -148,7 +160,12 @@ def label_audit_start(request, slug: str, payload: LabelAuditIn = None):
         if version is None:
             raise Http404(f"No model version {payload.version_id} in project '{slug}'.")
     audit = audits.label_audit_create(
-        project=project, mode=payload.mode, k=payload.k, actor=request.auth, version=version
+        project=project,
+        mode=payload.mode,
+        k=payload.k,
+        actor=request.auth,
+        version=version,
+        fail_if_unqueued=True,
     )
     return Status(201, _audit_out(request, _audit_or_404(audit.pk)))
 
@@ -179,9 +196,33 @@ def label_audit_cancel(request, audit_id: int):
     return _audit_out(request, _audit_or_404(audit_id))
 
 
+def _score_out(audit: LabelAudit, score: AuditScore) -> dict:
+    return {
+        "image_id": score.image_id,
+        "label": score.label.name if score.label else None,
+        "predicted": score.predicted.name if score.predicted else None,
+        "probabilities": dict(zip(audit.vocab, score.probabilities, strict=False)),
+        "fold": score.fold,
+        "split": score.split,
+        "loss": score.loss,
+        "self_confidence": score.self_confidence,
+        "normalized_margin": score.margin,
+        "is_issue": score.is_issue,
+        "outlier_score": score.outlier_score,
+        "duplicate_group": score.duplicate_group,
+        "leaks": score.leaks,
+    }
+
+
+def _score_queryset(audit: LabelAudit, queue: str, sort: Sort | None):
+    return audits.audit_score_queryset(
+        audit=audit, queue=queue, sort=sort or audits.DEFAULT_SORT
+    ).select_related("label", "predicted")
+
+
 @router.get(
     "/label-audits/{audit_id}/scores",
-    response={200: list[AuditScoreOut], **ERROR_RESPONSES},
+    response={200: AuditScorePageOut, **ERROR_RESPONSES},
     tags=["label audits"],
 )
 def label_audit_scores(
@@ -190,30 +231,46 @@ def label_audit_scores(
     sort: Sort | None = None,
     queue: Literal["issues", "duplicates", "outliers"] = "issues",
     limit: int = Query(SCORES_DEFAULT_LIMIT, ge=1, le=SCORES_MAX_LIMIT),
-    offset: int = Query(0, ge=0, le=1_000_000),
+    offset: int = Query(
+        0, ge=0, le=SCORES_MAX_OFFSET, description="Skip this many; follow ``next`` instead."
+    ),
 ):
-    """The audit's out-of-fold scores in a queue's order, most suspicious first."""
+    """The audit's out-of-fold scores in a queue's order, most suspicious first.
+
+    Pages as the version scores do: follow ``next`` for more; no total is counted.
+    """
     require_perm(request, VIEW_PERM, "view label audits")
     audit = _audit_or_404(audit_id)
-    qs = audits.audit_score_queryset(
-        audit=audit, queue=queue, sort=sort or audits.DEFAULT_SORT
-    ).select_related("label", "predicted")
-    scores: list[AuditScore] = list(qs[offset : offset + limit])
-    return [
-        {
-            "image_id": s.image_id,
-            "label": s.label.name if s.label else None,
-            "predicted": s.predicted.name if s.predicted else None,
-            "probabilities": s.probabilities,
-            "fold": s.fold,
-            "split": s.split,
-            "loss": s.loss,
-            "self_confidence": s.self_confidence,
-            "normalized_margin": s.margin,
-            "is_issue": s.is_issue,
-            "outlier_score": s.outlier_score,
-            "duplicate_group": s.duplicate_group,
-            "leaks": s.leaks,
-        }
-        for s in scores
-    ]
+    end = offset + limit
+    # One row more than asked tells whether there is a next page, without a COUNT.
+    page: list[AuditScore] = list(_score_queryset(audit, queue, sort)[offset : end + 1])
+    next_url = None
+    if len(page) > limit and end <= SCORES_MAX_OFFSET:
+        query = request.GET.copy()
+        query["offset"] = str(end)
+        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return {"items": [_score_out(audit, s) for s in page[:limit]], "next": next_url}
+
+
+@router.get(
+    "/label-audits/{audit_id}/scores-by-offset",
+    response={200: list[AuditScoreByOffsetOut], **ERROR_RESPONSES},
+    tags=["label audits"],
+    deprecated=True,
+)
+def label_audit_scores_by_offset(
+    request,
+    audit_id: int,
+    sort: Sort | None = None,
+    queue: Literal["issues", "duplicates", "outliers"] = "issues",
+    limit: int = Query(SCORES_DEFAULT_LIMIT, ge=1, le=SCORES_MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=LEGACY_MAX_OFFSET),
+):
+    """Deprecated, removed in 0.2.0: the old ``/scores``, for clients not yet moved to it.
+
+    A bare list paged by ``offset``, probabilities a list in the audit's ``vocab`` order.
+    """
+    require_perm(request, VIEW_PERM, "view label audits")
+    audit = _audit_or_404(audit_id)
+    scores = _score_queryset(audit, queue, sort)[offset : offset + limit]
+    return [{**_score_out(audit, s), "probabilities": s.probabilities} for s in scores]

@@ -1,12 +1,20 @@
 """/projects/{slug}/categories: the classes a project's images are labeled with."""
 
 from django.core.exceptions import ValidationError
-from ninja import Router, Schema, Status
+from ninja import Query, Router, Schema, Status
 
 from .. import services
 from ..models import Category
 from .auth import require_perm
-from .common import InputSchema, category_or_404, project_or_404
+from .common import (
+    Id,
+    InputSchema,
+    PageQuery,
+    category_or_404,
+    page_of,
+    page_schema,
+    project_or_404,
+)
 from .errors import ERROR_RESPONSES
 
 __all__ = ["category_out", "router"]
@@ -23,7 +31,7 @@ class CategoryOut(Schema):
 
 class CategoryIn(InputSchema):
     name: str
-    hotkey: str | None = None  # omitted: the next free digit; "": none
+    hotkey: str | None = None  # omitted: hotkeys.hotkey_for_new picks; "": none
 
 
 class CategoryPatch(InputSchema):
@@ -33,7 +41,7 @@ class CategoryPatch(InputSchema):
 
 
 class MergeIn(InputSchema):
-    into: int  # id of the category that receives the images
+    into: Id  # id of the category that receives the images
 
 
 class MergeOut(Schema):
@@ -50,11 +58,21 @@ def category_out(category: Category) -> dict:
     }
 
 
-@router.get("/projects/{slug}/categories", response={200: list[CategoryOut], **ERROR_RESPONSES})
-def category_list(request, slug: str):
+CategoryPageOut = page_schema(CategoryOut, "CategoryPageOut")
+
+
+@router.get("/projects/{slug}/categories", response={200: CategoryPageOut, **ERROR_RESPONSES})
+def category_list(request, slug: str, paging: Query[PageQuery]):
+    """The project's categories in their order (the hotkeys' order); follow ``next``."""
     require_perm(request, "reviewapp.view_project", "view projects")
     project = project_or_404(slug)
-    return [category_out(c) for c in project.categories.all()]
+    categories, next_url = page_of(
+        request,
+        project.categories.order_by("position", "name", "id"),
+        offset=paging.offset,
+        limit=paging.limit,
+    )
+    return {"items": [category_out(c) for c in categories], "next": next_url}
 
 
 @router.post("/projects/{slug}/categories", response={201: CategoryOut, **ERROR_RESPONSES})

@@ -9,14 +9,15 @@ from typing import Literal
 
 from django.core.exceptions import ValidationError
 from django.http import Http404
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
-from .. import services
-from ..models import Category, Image, LabelEvent, ModelVersion, Project
+from .. import second_opinion, services
+from ..models import Category, Image, LabelEvent, ModelVersion, Project, SecondOpinion
 from .auth import require_perm
-from .common import InputSchema, project_or_404
+from .common import Id, InputSchema, PageQuery, db_id, page_of, page_schema, project_or_404
 from .errors import ERROR_RESPONSES
 from .images import ImageOut, image_out
+from .second_opinions import SecondOpinionOut, second_opinion_out
 
 __all__ = ["router"]
 
@@ -32,14 +33,14 @@ class DecisionIn(InputSchema):
     )
     revision: int = Field(description="The image's revision as you saw it; stale: 409.")
     label: str | None = Field(None, description="The new category's name; relabel only.")
-    version: int | None = Field(
+    version: Id | None = Field(
         None, description="The id of the model version whose queue you decided in."
     )
     note: str = Field("", max_length=1000, description="Kept in the audit trail.")
 
 
 class BulkItemIn(InputSchema):
-    id: int
+    id: Id
     revision: int
 
 
@@ -53,7 +54,7 @@ class BulkDecisionIn(InputSchema):
         "unlabeled image suggested at least that confidently."
     )
     label: str | None = Field(None, description="The new category's name; relabel only.")
-    version: int | None = Field(
+    version: Id | None = Field(
         None, description="The id of the model version whose queue you decided in."
     )
     images: list[BulkItemIn] = Field(
@@ -82,6 +83,14 @@ class DecisionOut(Schema):
     event: LabelEventOut = Field(description="The event the decision wrote.")
 
 
+class ProposedOut(Schema):
+    image: ImageOut = Field(description="The image, its label unchanged for now.")
+    second_opinion: SecondOpinionOut = Field(
+        description="The pending relabel (as GET /projects/{slug}/second-opinions lists it): "
+        "the project's rule wants another reviewer to agree first."
+    )
+
+
 class StaleOut(Schema):
     detail: str
     image: ImageOut = Field(description="The image as it is now: decide again from this.")
@@ -92,12 +101,16 @@ class BulkResultOut(Schema):
     ok: bool
     message: str = Field(description="Why it was refused; empty when applied.")
     event_id: int | None
+    second_opinion_id: int | None = Field(
+        None, description="Set when the relabel waits for a second reviewer instead."
+    )
 
 
 class BulkDecisionOut(Schema):
     results: list[BulkResultOut] = Field(description="One per image sent, in the same order.")
     applied: int
     refused: int
+    proposed: int = Field(0, description="Relabels waiting for a second reviewer.")
 
 
 def _event_out(event: LabelEvent, *, undone_by: int | None = None) -> dict:
@@ -116,7 +129,7 @@ def _event_out(event: LabelEvent, *, undone_by: int | None = None) -> dict:
 
 
 def _image_or_404(image_id: int) -> Image:
-    image = Image.objects.select_related("project", "label").filter(pk=image_id).first()
+    image = Image.objects.select_related("project", "label").filter(pk=db_id(image_id)).first()
     if image is None:
         raise Http404(f"No image {image_id}.")
     return image
@@ -162,7 +175,7 @@ def _version_for(project: Project, version_id: int | None) -> ModelVersion | Non
 
 @router.post(
     "/images/{image_id}/decisions",
-    response={200: DecisionOut, 409: StaleOut, **ERROR_RESPONSES},
+    response={200: DecisionOut, 202: ProposedOut, 409: StaleOut, **ERROR_RESPONSES},
     by_alias=True,
 )
 def image_decide(request, image_id: int, payload: DecisionIn):
@@ -170,7 +183,8 @@ def image_decide(request, image_id: int, payload: DecisionIn):
 
     409 if ``revision`` is stale: nothing is applied and the body carries the image as it is
     now. An undo takes only ``revision``: it records the reverted decision's model version
-    and a note of its own.
+    and a note of its own. Under the project's second-opinion rule a relabel of a labeled
+    image answers 202: it waits for another reviewer (``/second-opinions/{id}``).
     """
     require_perm(request, "reviewapp.change_image", "decide on images")
     image = _image_or_404(image_id)
@@ -186,7 +200,7 @@ def image_decide(request, image_id: int, payload: DecisionIn):
                 image_id=image.pk, actor=request.auth, revision=payload.revision
             )
         else:
-            event = services.image_decide(
+            event = second_opinion.image_decide_or_propose(
                 image_id=image.pk,
                 action=payload.action,
                 actor=request.auth,
@@ -199,6 +213,12 @@ def image_decide(request, image_id: int, payload: DecisionIn):
         current = exc.image
         current.project = project
         return Status(409, {"detail": str(exc), "image": image_out(request, current)})
+    if isinstance(event, SecondOpinion):
+        opinion = SecondOpinion.objects.select_related(
+            "image__project", "image__label", "from_category", "to_category", "proposed_by"
+        ).get(pk=event.pk)
+        body = second_opinion_out(request, opinion)
+        return Status(202, {"image": body["image"], "second_opinion": body})
     return {
         "image": image_out(request, _image_or_404(image_id)),
         "event": _event_out(event),
@@ -228,7 +248,7 @@ def images_decide(request, slug: str, payload: BulkDecisionIn):
     ids = [item.id for item in payload.images]
     in_project = set(project.images.filter(pk__in=ids).values_list("pk", flat=True))
     decided = iter(
-        services.images_decide(
+        second_opinion.images_decide_or_propose(
             images=[(i.id, i.revision) for i in payload.images if i.id in in_project],
             action=payload.action,
             actor=request.auth,
@@ -246,6 +266,7 @@ def images_decide(request, slug: str, payload: BulkDecisionIn):
                     "ok": result.ok,
                     "message": result.message,
                     "event_id": result.event_id,
+                    "second_opinion_id": result.opinion_id,
                 }
             )
         else:
@@ -261,8 +282,14 @@ def images_decide(request, slug: str, payload: BulkDecisionIn):
 
 
 def _bulk_out(results: list[dict]) -> dict:
-    applied = sum(r["ok"] for r in results)
-    return {"results": results, "applied": applied, "refused": len(results) - applied}
+    accepted = sum(r["ok"] for r in results)
+    proposed = sum(r.get("second_opinion_id") is not None for r in results)
+    return {
+        "results": results,
+        "applied": accepted - proposed,
+        "refused": len(results) - accepted,
+        "proposed": proposed,
+    }
 
 
 def _suggestions_accept(request, project: Project, payload: BulkDecisionIn) -> dict:
@@ -303,21 +330,29 @@ def _suggestions_accept(request, project: Project, payload: BulkDecisionIn) -> d
     return _bulk_out(results)
 
 
+LabelEventPageOut = page_schema(LabelEventOut, "LabelEventPageOut")
+
+
 @router.get(
     "/images/{image_id}/history",
-    response={200: list[LabelEventOut], **ERROR_RESPONSES},
+    response={200: LabelEventPageOut, **ERROR_RESPONSES},
     by_alias=True,
 )
-def image_history(request, image_id: int):
-    """The image's whole audit trail, newest first: import, decisions and undos."""
+def image_history(request, image_id: int, paging: Query[PageQuery]):
+    """The image's audit trail, newest first: import, decisions and undos; follow ``next``."""
     require_perm(request, "reviewapp.view_image", "view images")
-    if not Image.objects.filter(pk=image_id).exists():
+    if not Image.objects.filter(pk=db_id(image_id)).exists():
         raise Http404(f"No image {image_id}.")
-    events = list(
+    events, next_url = page_of(
+        request,
         LabelEvent.objects.filter(image_id=image_id)
-        .select_related("actor", "from_category", "to_category")
-        .order_by("-id")
+        .select_related("actor", "from_category", "to_category", "undone_by")
+        .order_by("-id"),
+        offset=paging.offset,
+        limit=paging.limit,
     )
-    # An undo is always of the same image's event: read undone_by from the list, no query.
-    undone_by = {e.undo_of_id: e.pk for e in events if e.undo_of_id is not None}
-    return [_event_out(e, undone_by=undone_by.get(e.pk)) for e in events]
+    undone_by = {e.pk: e.undone_by.pk for e in events if hasattr(e, "undone_by")}
+    return {
+        "items": [_event_out(e, undone_by=undone_by.get(e.pk)) for e in events],
+        "next": next_url,
+    }

@@ -1,13 +1,26 @@
 """Every API error is JSON ``{"detail": "<message>", "errors": {field: [messages]}}``."""
 
+import logging
+import re
+import uuid
+
 from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from ninja import NinjaAPI, Schema
+from ninja import Field, NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
-__all__ = ["ERROR_RESPONSES", "ErrorOut", "install_error_handlers"]
+from ..enqueue import QueueUnavailable
+
+__all__ = ["ERROR_RESPONSES", "QUEUE_RESPONSES", "ErrorOut", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+QUEUE_DOWN = "The job queue is unavailable; try again."
+
+# The prediction endpoints, whose callers are a project's clients with client tokens.
+_PREDICT_PATH = re.compile(r"/projects/[^/]+/predict(/batch)?/?$|/predictions/\d+/?$")
 
 # Where ninja found a bad value; the client already knows, the field name is what helps.
 _SOURCES = {"body", "query", "path", "form", "file", "header", "cookie"}
@@ -16,10 +29,15 @@ _SOURCES = {"body", "query", "path", "form", "file", "header", "cookie"}
 class ErrorOut(Schema):
     detail: str
     errors: dict[str, list[str]] | None = None
+    request_id: str | None = Field(
+        None, description="On a 500: the id the error was logged under (also X-Request-ID)."
+    )
 
 
 # For the OpenAPI schema of each operation.
-ERROR_RESPONSES = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+ERROR_RESPONSES = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 500: ErrorOut}
+# Operations that start a background job: the broker may refuse it.
+QUEUE_RESPONSES = {503: ErrorOut}
 
 
 def _detail(errors: dict[str, list[str]]) -> str:
@@ -69,7 +87,13 @@ def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(AuthenticationError)
     def unauthenticated(request, exc):
         detail = exc.message
-        if detail == "Unauthorized":  # ninja's default when no credentials came at all
+        if detail == "Unauthorized" and _PREDICT_PATH.search(request.path):
+            detail = (
+                "Authentication required: send the project's client token as "
+                "'Authorization: Bearer lpc_…' (the project's Clients page, or "
+                "`manage.py create_api_token --project SLUG --client NAME`)."
+            )
+        elif detail == "Unauthorized":  # ninja's default when no credentials came at all
             detail = (
                 "Authentication required: send 'Authorization: Bearer <token>' "
                 "(see `manage.py create_user_token`) or log in to Loupe in the browser."
@@ -98,3 +122,31 @@ def install_error_handlers(api: NinjaAPI) -> None:
     @api.exception_handler(ObjectDoesNotExist)
     def object_not_found(request, exc):
         return error(request, 404, str(exc) or "Not found.")
+
+    @api.exception_handler(QueueUnavailable)
+    def queue_unavailable(request, exc):
+        # The job's row is already failed with the broker's reason; nothing is left pending.
+        return error(request, 503, QUEUE_DOWN, headers={"Retry-After": "30"})
+
+    @api.exception_handler(Exception)
+    def unexpected(request, exc):
+        # Replaces ninja's default (re-raise: Django's HTML 500); the id ties answer to log.
+        request_id = uuid.uuid4().hex
+        logger.error(
+            "API error %s on %s %s",
+            request_id,
+            request.method,
+            request.get_full_path(),
+            exc_info=exc,
+            extra={"request_id": request_id},
+        )
+        response = api.create_response(
+            request,
+            {
+                "detail": f"Something went wrong on our side; it was logged as {request_id}.",
+                "request_id": request_id,
+            },
+            status=500,
+        )
+        response["X-Request-ID"] = request_id
+        return response

@@ -3,15 +3,16 @@
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from ninja import Field, File, Form, Query, Router, Schema, Status, UploadedFile
 from pydantic import field_validator
 
 from .. import selectors, services
 from ..models import Category, Image, Project
 from .auth import require_perm
-from .common import absolute_reverse, project_or_404
-from .errors import ERROR_RESPONSES
+from .common import MAX_ID, absolute_reverse, db_id, project_or_404
+from .errors import ERROR_RESPONSES, QUEUE_RESPONSES
+from .uploads import IngestResultOut, UploadBatchOut, upload_batch_out, upload_batch_url
 
 __all__ = ["image_out", "router"]
 
@@ -52,7 +53,9 @@ class ImageFilters(Schema):
     )
     split: Image.Split | None = None
     status: Image.Status = Image.Status.ACTIVE
-    before: int | None = Field(None, ge=1, description="Cursor: only images with a smaller id.")
+    before: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Cursor: only images with a smaller id."
+    )
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
 
     @field_validator("label", "split", "status", "before", mode="before")
@@ -64,19 +67,16 @@ class ImageFilters(Schema):
         return value
 
 
-class IngestResultOut(Schema):
-    name: str
-    status: str  # imported | duplicate | rejected
-    reason: str
-    image_id: int | None
-    label: str
-
-
 class UploadOut(Schema):
     results: list[IngestResultOut]
     imported: int
     duplicates: int
     rejected: int
+
+
+class UploadQueuedOut(Schema):
+    batch: UploadBatchOut
+    batch_url: str = Field(description="Where to follow the batch (also the Location header).")
 
 
 def image_out(request, image: Image) -> dict:
@@ -144,10 +144,17 @@ def image_list(request, slug: str, filters: Query[ImageFilters]):
 
 @router.post(
     "/projects/{slug}/images",
-    response={200: UploadOut, 201: UploadOut, **ERROR_RESPONSES},
+    response={
+        200: UploadOut,
+        201: UploadOut,
+        202: UploadQueuedOut,
+        **ERROR_RESPONSES,
+        **QUEUE_RESPONSES,
+    },
 )
 def image_upload(
     request,
+    response: HttpResponse,
     slug: str,
     files: File[list[UploadedFile]] = None,
     label: Form[str] = "",
@@ -157,7 +164,9 @@ def image_upload(
 
     A refused file is a result with a reason, not an error. ``label`` names an existing
     category; ``labels_from_folders`` labels each zip member by its folder, creating
-    categories as needed.
+    categories as needed. More files or bytes than LOUPE_INLINE_UPLOAD_MAX_FILES or
+    LOUPE_INLINE_UPLOAD_MAX_BYTES (a .zip counts by its size) go to a worker: 202, with
+    the upload batch to follow at ``batch_url`` (also the Location header).
     """
     require_perm(request, "reviewapp.add_image", "upload images")
     if labels_from_folders:
@@ -168,13 +177,20 @@ def image_upload(
             {"files": "No files were sent: attach images or .zip archives as multipart 'files'."}
         )
     category = _category_named(project, label, allow_unlabeled=False) if label else None
-    results = services.uploads_ingest(
-        project=project,
-        uploads=[(f.name, f) for f in files],
-        label=category,
-        labels_from_folders=labels_from_folders,
-        actor=request.auth,
-    )
+    uploads = [(f.name, f) for f in files]
+    options = {
+        "project": project,
+        "uploads": uploads,
+        "label": category,
+        "labels_from_folders": labels_from_folders,
+        "actor": request.auth,
+    }
+    if not services.uploads_fit_inline(uploads, archives_inline=True):
+        batch = services.upload_batch_create(**options, fail_if_unqueued=True)
+        batch_url = upload_batch_url(request, batch)
+        response["Location"] = batch_url
+        return Status(202, {"batch": upload_batch_out(request, batch), "batch_url": batch_url})
+    results = services.uploads_ingest(**options)
     tally = {status: sum(r.status == status for r in results) for status in _STATUSES}
     body = {
         "results": [r.as_dict() for r in results],
@@ -188,7 +204,7 @@ def image_upload(
 @router.get("/images/{image_id}", response={200: ImageOut, **ERROR_RESPONSES})
 def image_detail(request, image_id: int):
     require_perm(request, "reviewapp.view_project", "view projects")
-    image = Image.objects.select_related("project", "label").filter(pk=image_id).first()
+    image = Image.objects.select_related("project", "label").filter(pk=db_id(image_id)).first()
     if image is None:
         raise Http404(f"No image {image_id}.")
     return image_out(request, image)

@@ -11,6 +11,7 @@ from pydantic import field_validator
 
 from .. import notifications
 from ..models import Notification
+from .common import MAX_ID, db_id
 from .errors import ERROR_RESPONSES
 
 __all__ = ["router"]
@@ -42,7 +43,7 @@ class NotificationFilters(Schema):
         None, description="true: only unread ones; false: only read ones; omitted: all."
     )
     before: int | None = Field(
-        None, ge=1, description="Cursor: only notifications older than this id."
+        None, ge=1, le=MAX_ID, description="Cursor: only notifications older than this id."
     )
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
 
@@ -85,5 +86,7 @@ def notification_list(request, filters: Query[NotificationFilters]):
 @router.post("/notifications/{id}/read", response={200: NotificationOut, **ERROR_RESPONSES})
 def notification_read(request, id: int):
     """Mark one of your notifications read (reading it again keeps the first time)."""
-    notification = notifications.notification_mark_read(user=request.auth, notification_id=id)
+    notification = notifications.notification_mark_read(
+        user=request.auth, notification_id=db_id(id)
+    )
     return notification_out(notification)

@@ -18,7 +18,7 @@ from ninja.security import HttpBearer
 from .. import serving
 from ..models import ClientToken, Prediction, Project
 from .auth import BearerAuth, SessionAuth, require_perm
-from .common import project_or_404
+from .common import db_id, project_or_404
 from .errors import ErrorOut
 
 __all__ = ["ClientBearerAuth", "router"]
@@ -38,7 +38,17 @@ class ClientBearerAuth(HttpBearer):
     def authenticate(self, request, token):
         token = token.strip()
         if not token.startswith(CLIENT_PREFIX):
-            return BearerAuth().authenticate(request, token)
+            try:
+                return BearerAuth().authenticate(request, token)
+            except AuthenticationError as exc:
+                if "inactive" in exc.message:
+                    raise
+                # A caller of predict most likely wants a client token, not a personal one.
+                raise AuthenticationError(
+                    message="The token is not valid. To predict, send the project's client "
+                    "token (lpc_…): the project's Clients page, or `manage.py "
+                    "create_api_token --project SLUG --client NAME`."
+                ) from None
         client = (
             ClientToken.objects.select_related("project")
             .filter(key_hash=ClientToken.hash_key(token))
@@ -64,6 +74,7 @@ PREDICT_RESPONSES = {
     401: ErrorOut,
     403: ErrorOut,
     404: ErrorOut,
+    500: ErrorOut,
     503: ErrorOut,
 }
 
@@ -155,9 +166,9 @@ def _predict(request, slug: str, images: list[tuple[str, bytes]], client_key: st
         raise HttpError(503, str(exc)) from None
 
 
-def _read(upload: UploadedFile) -> tuple[str, bytes]:
-    # One byte past the limit is enough to refuse it by size.
-    return upload.name or "image", upload.read(settings.LOUPE_MAX_FILE_BYTES + 1)
+def _read(upload: UploadedFile) -> tuple[str, bytes, int]:
+    # One byte past the limit is enough to refuse it by size; its own size is for the message.
+    return upload.name or "image", upload.read(settings.LOUPE_MAX_FILE_BYTES + 1), upload.size
 
 
 @router.post("/projects/{slug}/predict", response={200: PredictionOut, **PREDICT_RESPONSES})
@@ -209,7 +220,7 @@ def prediction_detail(request, prediction_id: int):
     """A stored prediction, with the reviewer's verdict once there is one."""
     prediction = (
         Prediction.objects.select_related("version", "project", "reviewed_label")
-        .filter(pk=prediction_id, is_shadow=False)
+        .filter(pk=db_id(prediction_id), is_shadow=False)
         .first()
     )
     if prediction is None:

@@ -1,12 +1,14 @@
 """/projects: list, create, read with counts, change settings."""
 
+from typing import Literal
+
 from django.db import transaction
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from .. import policy, selectors, services
 from ..models import Project
 from .auth import require_perm
-from .common import InputSchema, project_or_404
+from .common import InputSchema, PageQuery, page_of, page_schema, project_or_404
 from .errors import ERROR_RESPONSES
 
 __all__ = ["project_out", "router"]
@@ -38,6 +40,9 @@ class ProjectOut(Schema):
     retrain_min_hours: int = Field(description="At most one policy run per this many hours.")
     retrain_audit: str = Field(description="'' (none), 'fast' or 'full': audit after a run.")
     retrain_shadow: bool = Field(description="Shadow the new version when it beats live.")
+    second_opinion: bool = Field(
+        description="A relabel waits for a second reviewer to agree (the Second opinion queue)."
+    )
 
 
 class ClassCountOut(Schema):
@@ -65,10 +70,13 @@ class ProjectSettingsIn(InputSchema):
 
     description: str | None = None
     image_size: int | None = None
-    resize_method: Project.ResizeMethod | None = None
+    resize_method: Literal[tuple(Project.ResizeMethod.values)] | None = None
     augment: bool | None = None
     valid_pct: float | None = None
     split_seed: int | None = None
+    second_opinion: bool | None = Field(
+        None, description="A relabel waits until a second reviewer agrees or overrides it."
+    )
 
 
 class ProjectIn(ProjectSettingsIn):
@@ -94,6 +102,7 @@ def project_out(project: Project) -> dict:
         "description": project.description,
         "settings": {name: getattr(project, name) for name in ProjectSettings.model_fields},
         **{name: getattr(project, name) for name in policy.POLICY_FIELDS},
+        "second_opinion": project.second_opinion,
     }
 
 
@@ -101,10 +110,17 @@ def _given(payload: Schema) -> dict:
     return {k: v for k, v in payload.dict(exclude_unset=True).items() if v is not None}
 
 
-@router.get("/projects", response={200: list[ProjectOut], **ERROR_RESPONSES})
-def project_list(request):
+ProjectPageOut = page_schema(ProjectOut, "ProjectPageOut")
+
+
+@router.get("/projects", response={200: ProjectPageOut, **ERROR_RESPONSES})
+def project_list(request, paging: Query[PageQuery]):
+    """The projects, by name; follow ``next`` for more."""
     require_perm(request, "reviewapp.view_project", "view projects")
-    return [project_out(p) for p in Project.objects.all()]
+    projects, next_url = page_of(
+        request, Project.objects.order_by("name", "id"), offset=paging.offset, limit=paging.limit
+    )
+    return {"items": [project_out(p) for p in projects], "next": next_url}
 
 
 @router.post("/projects", response={201: ProjectOut, **ERROR_RESPONSES})

@@ -8,14 +8,22 @@ from datetime import datetime
 from typing import Literal
 
 from django.http import Http404
-from ninja import Field, Router, Schema
+from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
 from .. import rollout
 from ..models import ModelVersion, RolloutEvent
 from ..rollout import RolloutConflict, RolloutError
 from .auth import require_perm
-from .common import InputSchema, absolute_reverse, project_or_404
+from .common import (
+    InputSchema,
+    PageQuery,
+    absolute_reverse,
+    db_id,
+    page_of,
+    page_schema,
+    project_or_404,
+)
 from .errors import ERROR_RESPONSES, ErrorOut
 
 __all__ = ["router"]
@@ -31,6 +39,11 @@ class ApproveIn(InputSchema):
     override_reason: str = Field(
         "", description="Required when too few of its flagged images were reviewed."
     )
+    accuracy_reason: str = Field(
+        "",
+        description="Required when its validation accuracy is below the live version's by "
+        "more than the project's approval tolerance (0.01 = 1 point).",
+    )
 
 
 class RejectIn(InputSchema):
@@ -45,8 +58,13 @@ class StageIn(InputSchema):
         le=100,
         description="Percent of traffic for limited; omitted: the next rollout step. 100: live.",
     )
-    reason: str = ""
-    from_stage: ModelVersion.Stage | None = Field(
+    reason: str = Field(
+        "",
+        description="Kept on the timeline. Required for a move past the next rung while a "
+        "version is live: from approved straight to limited or live (skipping shadow), or past "
+        "a rollout step.",
+    )
+    from_stage: Literal[tuple(ModelVersion.Stage.values)] | None = Field(
         None, description="The stage you saw; if the version has moved on since, 409."
     )
 
@@ -115,7 +133,7 @@ def _state_out(request, version: ModelVersion) -> dict:
 
 
 def _version_or_404(version_id: int) -> ModelVersion:
-    version = ModelVersion.objects.select_related("project").filter(pk=version_id).first()
+    version = ModelVersion.objects.select_related("project").filter(pk=db_id(version_id)).first()
     if version is None:
         raise Http404(f"No model version {version_id}.")
     return version
@@ -127,7 +145,8 @@ def _refused(exc: RolloutError) -> HttpError:
 
 @router.post("/model-versions/{version_id}/approve", response={200: VersionStateOut, **RESPONSES})
 def model_version_approve(request, version_id: int, payload: ApproveIn):
-    """Approve a candidate version; below the review coverage only with an override reason."""
+    """Approve a candidate version; low review coverage needs ``override_reason``, accuracy
+    below live's by more than the project's tolerance needs ``accuracy_reason``."""
     require_perm(request, PERM, "approve model versions")
     version = _version_or_404(version_id)
     try:
@@ -136,6 +155,7 @@ def model_version_approve(request, version_id: int, payload: ApproveIn):
             actor=request.auth,
             note=payload.note,
             override_reason=payload.override_reason,
+            accuracy_reason=payload.accuracy_reason,
         )
     except RolloutError as exc:
         raise _refused(exc) from None
@@ -159,7 +179,8 @@ def model_version_stage(request, version_id: int, payload: StageIn):
     """Move a version to shadow, limited (a share of traffic) or live.
 
     Limited again raises the share to the next rollout step (or ``share``); 100 makes it live
-    and retires the previous live version. Refused while a guardrail is exceeded.
+    and retires the previous live version. Refused while a guardrail is exceeded, and, while a
+    version is live, a move that skips shadow or a rollout step is refused without a ``reason``.
     """
     require_perm(request, PERM, "roll out model versions")
     version = _version_or_404(version_id)
@@ -204,11 +225,20 @@ def project_rollback(request, slug: str, payload: RollbackIn):
     }
 
 
+RolloutEventPageOut = page_schema(RolloutEventOut, "RolloutEventPageOut")
+
+
 @router.get(
-    "/model-versions/{version_id}/timeline", response={200: list[RolloutEventOut], **RESPONSES}
+    "/model-versions/{version_id}/timeline", response={200: RolloutEventPageOut, **RESPONSES}
 )
-def model_version_timeline(request, version_id: int):
-    """The version's approval and stage changes, oldest first."""
+def model_version_timeline(request, version_id: int, paging: Query[PageQuery]):
+    """The version's approval and stage changes, oldest first; follow ``next``."""
     require_perm(request, "reviewapp.view_modelversion", "view model versions")
     version = _version_or_404(version_id)
-    return [_event_out(e) for e in rollout.rollout_event_list(version=version)]
+    events, next_url = page_of(
+        request,
+        rollout.rollout_event_queryset(version=version),
+        offset=paging.offset,
+        limit=paging.limit,
+    )
+    return {"items": [_event_out(e) for e in events], "next": next_url}

@@ -14,8 +14,17 @@ from trainer import ARCHITECTURES, PRETRAINED_CHOICES, RESIZE_METHODS
 from .. import model_files, selectors, serving, training
 from ..models import Category, Image, ImageScore, ModelVersion, Project, TrainingRun
 from .auth import require_perm
-from .common import InputSchema, absolute_reverse, project_or_404
-from .errors import ERROR_RESPONSES
+from .common import (
+    InputSchema,
+    PageQuery,
+    absolute_reverse,
+    api_enum,
+    db_id,
+    page_of,
+    page_schema,
+    project_or_404,
+)
+from .errors import ERROR_RESPONSES, QUEUE_RESPONSES
 
 __all__ = ["model_version_out", "router", "training_run_out"]
 
@@ -63,6 +72,11 @@ class TrainingSettingsIn(InputSchema):
     max_warp: float | None = None
 
 
+RunStatus = api_enum(TrainingRun.Status, "TrainingRunStatus")
+RunPhase = api_enum(TrainingRun.Phase, "TrainingRunPhase")
+RunTrigger = api_enum(TrainingRun.Trigger, "TrainingRunTrigger")
+
+
 class ProgressOut(Schema):
     done: int
     total: int
@@ -81,13 +95,11 @@ class EpochOut(Schema):
 class TrainingRunOut(Schema):
     id: int
     project: str  # the project's slug
-    status: TrainingRun.Status
-    phase: TrainingRun.Phase
+    status: RunStatus
+    phase: RunPhase
     progress: ProgressOut = Field(description="Of the current phase (training, then scoring).")
     cancel_requested: bool
-    trigger: TrainingRun.Trigger = Field(
-        description="What started it: manual, retrain, policy, ..."
-    )
+    trigger: RunTrigger = Field(description="What started it: manual, retrain, policy, ...")
     reason: str = Field(description='Why, e.g. "policy: 57 review decisions since v3".')
     config: dict[str, Any]
     epochs: list[EpochOut]
@@ -140,7 +152,7 @@ def _run_or_404(run_id: int) -> TrainingRun:
         return (
             TrainingRun.objects.defer("snapshot")
             .select_related("project", "created_by", "version")
-            .filter(pk=run_id)
+            .filter(pk=db_id(run_id))
             .first()
         )
 
@@ -154,7 +166,7 @@ def _run_or_404(run_id: int) -> TrainingRun:
 
 @router.post(
     "/projects/{slug}/training-runs",
-    response={201: TrainingRunOut, **ERROR_RESPONSES},
+    response={201: TrainingRunOut, **ERROR_RESPONSES, **QUEUE_RESPONSES},
     tags=["training"],
 )
 def training_run_start(request, slug: str, payload: TrainingSettingsIn = None):
@@ -166,27 +178,41 @@ def training_run_start(request, slug: str, payload: TrainingSettingsIn = None):
     project = project_or_404(slug)
     config = payload.dict(exclude_unset=True) if payload else {}
     run = training.training_run_create(
-        project=project, actor=request.auth, config=config, trigger=TrainingRun.Trigger.API
+        project=project,
+        actor=request.auth,
+        config=config,
+        trigger=TrainingRun.Trigger.API,
+        fail_if_unqueued=True,
     )
     return Status(201, training_run_out(request, run))
 
 
+class RunPageQuery(PageQuery):
+    limit: int = Field(RUNS_DEFAULT_LIMIT, ge=1, le=RUNS_MAX_LIMIT)
+
+
+TrainingRunPageOut = page_schema(TrainingRunOut, "TrainingRunPageOut")
+
+
 @router.get(
     "/projects/{slug}/training-runs",
-    response={200: list[TrainingRunOut], **ERROR_RESPONSES},
+    response={200: TrainingRunPageOut, **ERROR_RESPONSES},
     tags=["training"],
 )
-def training_run_list(
-    request, slug: str, limit: int = Query(RUNS_DEFAULT_LIMIT, ge=1, le=RUNS_MAX_LIMIT)
-):
-    """The project's latest training runs, newest first."""
+def training_run_list(request, slug: str, paging: Query[RunPageQuery]):
+    """The project's training runs, newest first; follow ``next`` for older ones."""
     require_perm(request, "reviewapp.view_trainingrun", "view training runs")
     project = project_or_404(slug)
     training.training_runs_reap(project=project)
-    runs = selectors.training_run_list(project=project, limit=limit)
+    runs, next_url = page_of(
+        request,
+        selectors.training_run_queryset(project=project),
+        offset=paging.offset,
+        limit=paging.limit,
+    )
     for run in runs:
         run.project = project  # one project for the list: no query per run
-    return [training_run_out(request, run) for run in runs]
+    return {"items": [training_run_out(request, run) for run in runs], "next": next_url}
 
 
 @router.get(
@@ -284,25 +310,33 @@ def model_version_out(request, version: ModelVersion) -> dict:
 
 
 def _version_or_404(version_id: int) -> ModelVersion:
-    version = ModelVersion.objects.select_related("project").filter(pk=version_id).first()
+    version = ModelVersion.objects.select_related("project").filter(pk=db_id(version_id)).first()
     if version is None:
         raise Http404(f"No model version {version_id}.")
     return version
 
 
+ModelVersionPageOut = page_schema(ModelVersionOut, "ModelVersionPageOut")
+
+
 @router.get(
     "/projects/{slug}/model-versions",
-    response={200: list[ModelVersionOut], **ERROR_RESPONSES},
+    response={200: ModelVersionPageOut, **ERROR_RESPONSES},
     tags=["models"],
 )
-def model_version_list(request, slug: str):
-    """The project's model versions, newest first."""
+def model_version_list(request, slug: str, paging: Query[PageQuery]):
+    """The project's model versions, newest first; follow ``next`` for older ones."""
     require_perm(request, "reviewapp.view_modelversion", "view model versions")
     project = project_or_404(slug)
-    versions = list(selectors.model_version_list(project=project))
+    versions, next_url = page_of(
+        request,
+        selectors.model_version_list(project=project),
+        offset=paging.offset,
+        limit=paging.limit,
+    )
     for version in versions:
         version.project = project
-    return [model_version_out(request, v) for v in versions]
+    return {"items": [model_version_out(request, v) for v in versions], "next": next_url}
 
 
 @router.get(
@@ -483,18 +517,10 @@ def model_version_scores(request, version_id: int, filters: Query[ScoreFilters])
         split=filters.split or "",
         order=filters.order,
     )
-    # One row more than asked tells whether there is a next page, without a COUNT.
-    start, end = filters.offset, filters.offset + filters.limit
-    page = list(scores[start : end + 1])
-    next_url = None
-    if len(page) > filters.limit and end <= SCORES_MAX_OFFSET:
-        query = request.GET.copy()
-        query["offset"] = str(end)
-        next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-    return {
-        "items": [_score_out(request, version, s) for s in page[: filters.limit]],
-        "next": next_url,
-    }
+    page, next_url = page_of(
+        request, scores, offset=filters.offset, limit=filters.limit, max_offset=SCORES_MAX_OFFSET
+    )
+    return {"items": [_score_out(request, version, s) for s in page], "next": next_url}
 
 
 # Comparing two versions -------------------------------------------------------------

@@ -15,7 +15,17 @@ from .. import webhooks as hooks
 from ..events import EVENTS
 from ..models import Webhook, WebhookDelivery
 from .auth import require_perm
-from .common import InputSchema, absolute_reverse, project_or_404
+from .common import (
+    MAX_ID,
+    InputSchema,
+    PageQuery,
+    absolute_reverse,
+    api_enum,
+    db_id,
+    page_of,
+    page_schema,
+    project_or_404,
+)
 from .errors import ERROR_RESPONSES
 
 __all__ = ["router"]
@@ -62,11 +72,14 @@ class WebhookCreatedOut(WebhookOut):
     secret: str = Field(description="Returned only now: verify X-Loupe-Signature with it.")
 
 
+DeliveryStatus = api_enum(WebhookDelivery.Status, "WebhookDeliveryStatus")
+
+
 class DeliveryOut(Schema):
     id: int
     delivery_id: UUID = Field(description="The X-Loupe-Delivery header of each attempt.")
     event: str
-    status: WebhookDelivery.Status
+    status: DeliveryStatus
     attempts: int
     response_status: int | None = Field(description="The last attempt's HTTP status.")
     error: str
@@ -83,7 +96,9 @@ class DeliveryPageOut(Schema):
 
 
 class DeliveryFilters(Schema):
-    before: int | None = Field(None, ge=1, description="Cursor: only deliveries with a smaller id.")
+    before: int | None = Field(
+        None, ge=1, le=MAX_ID, description="Cursor: only deliveries with a smaller id."
+    )
     limit: int = Field(hooks.DELIVERY_LOG_SIZE, ge=1, le=DELIVERIES_MAX_LIMIT)
 
 
@@ -123,18 +138,26 @@ def _delivery_out(delivery: WebhookDelivery) -> dict:
 
 
 def _webhook_or_404(webhook_id: int) -> Webhook:
-    webhook = Webhook.objects.select_related("project", "created_by").filter(pk=webhook_id).first()
+    webhook = (
+        Webhook.objects.select_related("project", "created_by").filter(pk=db_id(webhook_id)).first()
+    )
     if webhook is None:
         raise Http404(f"No webhook {webhook_id}.")
     return webhook
 
 
-@router.get("/projects/{slug}/webhooks", response={200: list[WebhookOut], **ERROR_RESPONSES})
-def webhook_list(request, slug: str):
-    """The project's webhooks, oldest first, without their secrets."""
+WebhookPageOut = page_schema(WebhookOut, "WebhookPageOut")
+
+
+@router.get("/projects/{slug}/webhooks", response={200: WebhookPageOut, **ERROR_RESPONSES})
+def webhook_list(request, slug: str, paging: Query[PageQuery]):
+    """The project's webhooks, oldest first, without their secrets; follow ``next``."""
     require_perm(request, PERM, "manage webhooks")
     project = project_or_404(slug)
-    return [_webhook_out(request, w) for w in hooks.webhook_list(project=project)]
+    webhooks, next_url = page_of(
+        request, hooks.webhook_list(project=project), offset=paging.offset, limit=paging.limit
+    )
+    return {"items": [_webhook_out(request, w) for w in webhooks], "next": next_url}
 
 
 @router.post("/projects/{slug}/webhooks", response={201: WebhookCreatedOut, **ERROR_RESPONSES})

@@ -111,6 +111,19 @@ class Project(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(24 * 60)],
         help_text="Minutes a claim lasts without activity before others get the cards.",
     )
+    # Teams: the review guards a project can ask for.
+    approval_tolerance = models.FloatField(
+        default=0.01,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=(
+            "Approving a version whose accuracy is below the live one's by more than this "
+            "(0.01 = 1 point) needs a written reason."
+        ),
+    )
+    second_opinion = models.BooleanField(
+        default=False,
+        help_text="A relabel waits in the Second opinion queue until another reviewer agrees.",
+    )
     # Retraining policy (reviewapp.policy): off while both thresholds are empty.
     retrain_after_decisions = models.PositiveIntegerField(
         null=True,
@@ -163,7 +176,9 @@ class Project(models.Model):
         return bool(self.retrain_after_decisions or self.retrain_after_images)
 
 
-hotkey_validator = RegexValidator(r"^[1-9]$", "A hotkey is one digit from 1 to 9.")
+hotkey_validator = RegexValidator(
+    r"^[0-9a-z]$", "A hotkey is one digit (0-9) or one lower-case letter."
+)
 
 
 class Category(models.Model):
@@ -1117,6 +1132,14 @@ class QueueClaim(models.Model):
 
 # Loop models live in their own modules; imported here so Django finds them.
 from .notifications import Notification, NotificationPreference  # noqa: E402
+from .teams import ReviewerPreference, SecondOpinion  # noqa: E402
 from .webhooks import Webhook, WebhookDelivery  # noqa: E402
 
-__all__ += ["Notification", "NotificationPreference", "Webhook", "WebhookDelivery"]
+__all__ += [
+    "Notification",
+    "NotificationPreference",
+    "ReviewerPreference",
+    "SecondOpinion",
+    "Webhook",
+    "WebhookDelivery",
+]

@@ -40,10 +40,12 @@ class FileError:
     error: str
 
 
-def _decode_each(images: list[tuple[str, bytes]]) -> list[DecodedImage | FileError]:
+def _decode_each(images: list[tuple]) -> list[DecodedImage | FileError]:
+    """Each of (name, data) or (name, data, real size): a bounded read of a big upload
+    holds only the limit plus one byte, and the message should give the file's own size."""
     outcomes = []
-    for name, data in images:
-        reason = file_too_big(len(data))
+    for name, data, *size in images:
+        reason = file_too_big(size[0] if size else len(data))
         if not reason:
             try:
                 outcomes.append(image_decode(data))

@@ -3,6 +3,8 @@
 import hashlib
 from dataclasses import dataclass, field
 
+from django.urls import reverse
+
 from ..models import ModelVersion, Project
 
 __all__ = [
@@ -33,6 +35,7 @@ def route_bucket(*, project_id: int, key: str) -> int:
 
 @dataclass
 class ServingVersions:
+    project_slug: str = ""  # for the messages' link to the project's Rollout page
     live: ModelVersion | None = None
     limited: ModelVersion | None = None
     shadows: list[ModelVersion] = field(default_factory=list)
@@ -44,7 +47,7 @@ class ServingVersions:
 
 def serving_versions(*, project: Project) -> ServingVersions:
     """The project's live, limited and shadow versions, in one small query."""
-    found = ServingVersions()
+    found = ServingVersions(project_slug=project.slug)
     rows = ModelVersion.objects.filter(project=project, stage__in=SERVING_STAGES).only(
         "pk",
         "project_id",
@@ -82,8 +85,11 @@ def route(*, project_id: int, key: str, versions: ServingVersions) -> ModelVersi
     ):
         return limited
     if versions.live is None:
+        page = "its Rollout page"
+        if versions.project_slug:
+            page += f" ({reverse('project-rollout', kwargs={'slug': versions.project_slug})})"
         raise NoLiveModel(
             "This project has no live model version, so it cannot answer predictions yet. "
-            "Roll a version out to live on its Models page first."
+            f"Approve a version and make it live on {page} first."
         )
     return versions.live

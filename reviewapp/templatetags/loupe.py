@@ -24,6 +24,29 @@ def nav_current(context, *url_names: str) -> str:
 
 
 @register.filter
+def label_change(event) -> str:
+    """What an event did, in words: 'confirmed black', 'deleted', 'cat → dog'."""
+
+    def name(category) -> str:
+        return category.name if category is not None else "unlabeled"
+
+    before, after = event.from_category, event.to_category
+    words = {
+        "confirm": f"confirmed {name(after or before)}",
+        "delete": "deleted",
+        "restore": "restored",
+        "import": f"imported as {after.name}" if after else "imported unlabeled",
+        "label": f"labeled {name(after)}",
+    }
+    if event.action in words:
+        return words[event.action]
+    if event.from_category_id == event.to_category_id:  # an undo that left the label as it was
+        return f"label stays {name(after)}"
+    # A relabel's missing "from" is a category since merged or deleted, not "unlabeled".
+    return f"{before.name if before else '—'} → {name(after)}"
+
+
+@register.filter
 def percent(part, whole) -> int:
     """``part`` as a whole-number percentage of ``whole``; 0 when ``whole`` is 0."""
     try:

@@ -1,5 +1,8 @@
 """A project's activity feed (every label event) and its trash (deleted images)."""
 
+from datetime import timedelta
+
+from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import selectors
@@ -10,6 +13,8 @@ __all__ = ["project_activity", "project_trash"]
 
 ACTIVITY_PAGE_SIZE = 50
 TRASH_PAGE_SIZE = 48
+PERIODS = {"1d": ("Last 24 hours", 1), "7d": ("Last 7 days", 7), "30d": ("Last 30 days", 30)}
+NO_EVENT_ID = 2**63 - 1  # a period without events: an id bound no event reaches
 
 
 @require_GET
@@ -25,9 +30,20 @@ def project_activity(request, slug):
         person = {p.pk: p for p in people}.get(positive_int(actor))
         actor = person.pk if person else ""
         actor_name = person.get_username() if person else ""
+    period = request.GET.get("period", "")
+    period = period if period in PERIODS else ""
+    since_id = None
+    if period:
+        since = timezone.now() - timedelta(days=PERIODS[period][1])
+        since_id = selectors.label_event_first_since(since) or NO_EVENT_ID
     before = positive_int(request.GET.get("before"))
     page = selectors.label_event_list(
-        project=project, action=action, actor=actor, before=before, limit=ACTIVITY_PAGE_SIZE
+        project=project,
+        action=action,
+        actor=actor,
+        before=before,
+        limit=ACTIVITY_PAGE_SIZE,
+        since_id=since_id,
     )
     context = {
         "project": project,
@@ -39,7 +55,14 @@ def project_activity(request, slug):
             "action_label": LabelEvent.Action(action).label if action else "",
             "actor": str(actor),
             "actor_name": actor_name,
+            "period": period,
+            "period_label": PERIODS[period][0] if period else "",
         },
+        "periods": [(value, label) for value, (label, _) in PERIODS.items()],
+        # Every action counts here: the columns already split decisions by kind.
+        "reviewer_counts": selectors.reviewer_counts(
+            project=project, actor=actor, since_id=since_id
+        ),
         "system_actor": selectors.SYSTEM_ACTOR,
         "cursor": before,
         "policy_runs": selectors.policy_runs_recent(project=project),

@@ -8,7 +8,8 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import audits
+from .. import audits, preferences
+from ..enqueue import QueueUnavailable
 from ..models import LabelAudit, ModelVersion, Project
 from .common import (
     act_then_show_status,
@@ -104,9 +105,15 @@ def label_audit_start(request, slug):
             k=form.cleaned_data["k"],
             version=form.cleaned_data["version"],
             actor=request.user,
+            fail_if_unqueued=True,
         )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
+        return redirect("label-audit-list", slug=project.slug)
+    except QueueUnavailable:
+        messages.error(
+            request, "The job queue is unavailable; try again. The audit was not started."
+        )
         return redirect("label-audit-list", slug=project.slug)
     messages.success(request, f"Label audit #{audit.pk} queued: {audit.k} fold jobs.")
     return redirect(audit)
@@ -186,6 +193,7 @@ def label_audit_queue(request, pk, queue):
         "default_sort": audits.DEFAULT_SORT,
         "categories": list(audit.project.categories.all()),
         "can_decide": request.user.has_perm("reviewapp.change_image"),
+        "auto_advance": preferences.reviewer_preference_get(user=request.user).auto_advance,
         "queue_links": [
             (name, QUEUE_TITLES[name], _queue_url(audit, name)) for name in audits.QUEUES
         ],

@@ -43,7 +43,9 @@ def login_required(view):
 def require_perm(user, perm: str) -> None:
     """Raise PermissionDenied (the 403 page) unless ``user`` has ``perm``."""
     if not user.has_perm(perm):
-        raise PermissionDenied(f"You need the permission '{perm}' for this page.")
+        denied = PermissionDenied(f"You need the permission '{perm}' for this page.")
+        denied.perm = perm  # the 403 page names the groups that grant it
+        raise denied
 
 
 def project_for(request, slug: str, perm: str = "reviewapp.view_project") -> Project:

@@ -1,5 +1,6 @@
 """GET /healthz: database, broker and worker status as JSON; 503 when one is down."""
 
+import logging
 import time
 
 from django.conf import settings
@@ -11,7 +12,12 @@ from django.views.decorators.http import require_GET
 from ..celery import app as celery_app
 from ..runtime import broker_ping
 
-__all__ = ["healthz"]
+__all__ = ["PROBE_HEADER", "healthz"]
+
+logger = logging.getLogger(__name__)
+
+# loupe_run's readiness probe sends this: its 503s while the children start are expected.
+PROBE_HEADER = "X-Loupe-Probe"
 
 
 def _timed(check) -> dict:
@@ -65,6 +71,13 @@ def healthz(request):
         _timed(_workers) if checks["broker"]["ok"] else {"ok": False, "error": "broker is down"}
     )
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse(
+    response = JsonResponse(
         {"status": "ok" if healthy else "degraded", **checks}, status=200 if healthy else 503
     )
+    if not healthy:
+        # A 503 here is an answer, not a server error: django.request must not log it as one.
+        response._has_been_logged = True
+        failing = "; ".join(f"{name}: {c['error']}" for name, c in checks.items() if not c["ok"])
+        starting = request.headers.get(PROBE_HEADER) == "startup"
+        logger.log(logging.DEBUG if starting else logging.WARNING, "healthz degraded: %s", failing)
+    return response

@@ -38,6 +38,7 @@ def image_browser(request, slug):
         "filter_status": form.cleaned_data.get("status") or Image.Status.ACTIVE,
         "page_size": PAGE_SIZE,
         "cursor": filters["before"],
+        "can_decide": request.user.has_perm("reviewapp.change_image"),
     }
     return render_page(request, "reviewapp/image_browser.html", "image-grid", context)
 
@@ -64,5 +65,6 @@ def image_detail(request, pk):
         "events": events,
         "file_size": file_size,
         "shows_original": image.format in BROWSER_FORMATS,
+        "categories": list(image.project.categories.all()),
     }
     return render_page(request, "reviewapp/image_detail.html", "image-history", context)

@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import claims, labeling, selectors
+from .. import claims, labeling, preferences, selectors
 from ..models import Image, ModelVersion, QueueClaim, Suggestion
 from .common import login_required, project_for, render_page
 
@@ -54,6 +54,7 @@ def label_queue(request, slug):
         "strategies": [(s, STRATEGY_LABELS[s]) for s in labeling.STRATEGIES],
         "categories": list(project.categories.all()),
         "can_decide": request.user.has_perm("reviewapp.change_image"),
+        "auto_advance": preferences.reviewer_preference_get(user=request.user).auto_advance,
         "here": label_url(project, strategy=strategy),
     }
     preview = request.GET.get("min_confidence")

@@ -70,7 +70,7 @@ def project_predict(request, slug):
         data = upload.read(settings.LOUPE_MAX_FILE_BYTES + 1)
         try:
             (prediction,) = serving.predictions_create(
-                project=project, images=[(upload.name, data)], user=request.user
+                project=project, images=[(upload.name, data, upload.size)], user=request.user
             )
         except ValidationError as exc:
             context["error"], status = " ".join(exc.messages), 400

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import demo, enqueue, labeling, policy, selectors, services, training
+from .. import demo, enqueue, labeling, policy, second_opinion, selectors, services, training
 from ..backbones import present_architectures
 from ..forms import (
     DATABLOCK_FIELDS,
@@ -36,10 +36,12 @@ def _project_list_render(request, form: ProjectCreateForm):
     projects = Project.objects.annotate(
         n_images=Count("images", filter=Q(images__status=Image.Status.ACTIVE))
     ).order_by("name")
+    # The demo button stays on the page: disabled, with a link, once the demo exists.
+    demo_project = Project.objects.filter(slug=demo.DEMO_SLUG).first()
     return render(
         request,
         "reviewapp/project_list.html",
-        {"projects": projects, "form": form, "demo_slug": demo.DEMO_SLUG},
+        {"projects": projects, "form": form, "demo_project": demo_project},
     )
 
 
@@ -118,6 +120,7 @@ def project_detail(request, slug):
         context["latest_version"] = selectors.model_version_latest(project=project)
         context["active_runs"] = selectors.training_run_active(project=project)
         context["label_summary"] = labeling.label_summary(project=project)
+        context["pending_opinions"] = second_opinion.pending_count(project=project)
         if request.user.has_perm("reviewapp.add_trainingrun"):
             context["train_form"] = TrainingRunForm.for_config(
                 training.train_config_for(project), present=present_architectures()

@@ -2,19 +2,40 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import selectors, services
-from ..models import AuditScore, Category, Image, ImageScore, LabelAudit, ModelVersion, Project
+from .. import claims, drilldown, preferences, second_opinion, selectors, services
+from ..models import (
+    AuditScore,
+    Category,
+    Image,
+    ImageScore,
+    LabelAudit,
+    ModelVersion,
+    Project,
+    QueueClaim,
+    SecondOpinion,
+)
 from ..selectors import ReviewFilters
 from .common import login_required, project_for, render_page, require_perm
+from .focus import decision_response as focus_decision_response
 from .labeling import label_card_response
 
-__all__ = ["image_decide", "image_undo", "review_bulk", "review_queue", "review_url"]
+__all__ = [
+    "image_decide",
+    "image_undo",
+    "review_bulk",
+    "review_claims_release",
+    "review_claims_renew",
+    "review_queue",
+    "review_url",
+]
 
 PAGE_SIZE = 24
 DONE_MESSAGES = {
@@ -24,6 +45,7 @@ DONE_MESSAGES = {
     "delete": "moved to the trash",
     "restore": "restored from the trash",
 }
+REVIEW_QUEUE = QueueClaim.Queue.REVIEW
 FILTER_PARAMS = ("version", "label", "predicted", "split", "reviewed", "flagged", "min_loss")
 
 
@@ -82,6 +104,23 @@ def _filters(params, categories: dict[int, Category]) -> tuple[ReviewFilters, di
     return filters, shown
 
 
+def _sweep_context(project: Project, version: ModelVersion, filters, shown: dict) -> dict:
+    """The drill-down sweep's place and next cell, when the queue shows one confused cell."""
+    if filters.label is None or filters.predicted is None:
+        return {}
+    sweep = drilldown.confusion_sweep(
+        version=version, label_id=filters.label, predicted_id=filters.predicted
+    )
+    if sweep is None:
+        return {}
+    upcoming = sweep.next
+    next_cell_url = None
+    if upcoming is not None:
+        cell = {"label": upcoming.actual.pk, "predicted": upcoming.predicted.pk}
+        next_cell_url = review_url(project, version=version.pk, **{**shown, **cell})
+    return {"sweep": sweep, "next_cell_url": next_cell_url}
+
+
 @require_GET
 @login_required
 def review_queue(request, slug):
@@ -97,6 +136,7 @@ def review_queue(request, slug):
         "categories": categories,
         "shown": shown,
         "can_decide": request.user.has_perm("reviewapp.change_image"),
+        "auto_advance": preferences.reviewer_preference_get(user=request.user).auto_advance,
     }
     if version is not None and request.GET.get("part") == "progress" and request.htmx:
         context.update(
@@ -105,11 +145,26 @@ def review_queue(request, slug):
         )
         return render_page(request, "reviewapp/review.html", "review-progress", context)
     if version is not None:
+        # A reviewer skips the cards others hold and claims this page's first ones; a
+        # read-only viewer sees every card and claims none.
+        deciding = context["can_decide"]
+        held = claims.claims_now(project=project, user=request.user, queue=REVIEW_QUEUE)
         page = selectors.review_page(
-            version=version, filters=filters, after=request.GET.get("after", ""), limit=PAGE_SIZE
+            version=version,
+            filters=filters,
+            after=request.GET.get("after", ""),
+            limit=PAGE_SIZE,
+            exclude=held.others if deciding else (),
         )
+        claimed = _claim_page(request, project, page, held.mine) if deciding else 0
+        if project.second_opinion:
+            second_opinion.attach_pending([s.image for s in page.scores])
+            context["pending_opinions"] = second_opinion.pending_count(project=project)
         context.update(
             page=page,
+            claimed=claimed,
+            claims_loaded_at=timezone.now(),
+            claimed_by_others=held.by_others,
             trust=selectors.model_version_trust(version=version),
             progress=selectors.review_progress(version=version, filters=filters),
             next_url=(
@@ -120,7 +175,43 @@ def review_queue(request, slug):
             here=review_url(project, version=version.pk, **shown),
             first_page=not request.GET.get("after"),
         )
+        context.update(_sweep_context(project, version, filters, shown))
     return render_page(request, "reviewapp/review.html", "review-list", context)
+
+
+def _claim_page(request, project: Project, page, held: list[int]) -> int:
+    """Claim the page's first cards (the project's claim size) for the reviewer and give back
+    the ones held before; a card another reviewer took in the same instant leaves the page."""
+    wanted = [s.image_id for s in page.scores[: project.claim_size]]
+    mine = claims.claims_hold(
+        project=project, user=request.user, queue=REVIEW_QUEUE, image_ids=wanted, held=held
+    )
+    lost = set(wanted) - mine
+    if lost:
+        page.scores = [s for s in page.scores if s.image_id not in lost]
+    return len(mine)
+
+
+@require_POST
+@login_required
+def review_claims_renew(request, slug):
+    """The review page is still open: keep its cards."""
+    project = project_for(request, slug, "reviewapp.view_imagescore")
+    renewed = claims.claims_renew(project=project, user=request.user, queue=REVIEW_QUEUE)
+    return HttpResponse(status=204, headers={"X-Claims-Renewed": str(renewed)})
+
+
+@require_POST
+@login_required
+def review_claims_release(request, slug):
+    """The reviewer left the queue: give the cards back to the others."""
+    project = project_for(request, slug, "reviewapp.view_imagescore")
+    loaded = parse_datetime(request.POST.get("loaded_at", ""))
+    claims.claims_release(
+        project=project, user=request.user, queue=REVIEW_QUEUE, claimed_before=loaded
+    )
+    # Sent by navigator.sendBeacon as the page goes away: nobody reads the answer.
+    return HttpResponse(status=204)
 
 
 def _card_context(request, image: Image, version: ModelVersion | None, **extra) -> dict:
@@ -140,6 +231,8 @@ def _card_context(request, image: Image, version: ModelVersion | None, **extra) 
         )
     image = Image.objects.select_related("label", "project").get(pk=image.pk)
     image.recent_events = selectors.image_recent_decisions(image)
+    if image.project.second_opinion:
+        second_opinion.attach_pending([image])
     if score is not None:
         score.image = image
     return {
@@ -163,6 +256,13 @@ def _card_response(request, image, version, *, status=200, **extra):
     if request.POST.get("queue") == "label":
         extra.pop("audit", None)
         return label_card_response(request, image, version, status=status, **extra)
+    if extra.get("audit") is None:
+        # Working in the review queue keeps its claimed cards.
+        claims.claims_renew(project=image.project, user=request.user, queue=REVIEW_QUEUE)
+    if request.POST.get("view") in ("focus", "thumb"):
+        return focus_decision_response(
+            request, image, version, status=status, card_context=_card_context, **extra
+        )
     context = _card_context(request, image, version, **extra)
     return render_page(request, "reviewapp/review.html", "review-card", context, status=status)
 
@@ -206,6 +306,11 @@ def _decision(request, pk, apply, **shown):
         return _card_response(
             request, image, version, status=400, error=" ".join(exc.messages), **audit
         )
+    if isinstance(event, SecondOpinion):
+        to = event.to_category.name if event.to_category else "?"
+        shown["done"] = f"relabel to {to} proposed: waiting for a second opinion"
+        shown.pop("decided", None)
+        shown["proposed"] = True
     done = shown.pop("done", None) or DONE_MESSAGES.get(event.action, "saved")
     response = _card_response(request, image, version, done=done, **shown)
     response["HX-Trigger"] = "review-decided"  # the progress line counts again
@@ -224,7 +329,8 @@ def image_decide(request, pk):
             label = Category.objects.filter(
                 pk=_int_or_none(request.POST.get("label")), project_id=image.project_id
             ).first()
-        return services.image_decide(
+        # Under the project's second-opinion rule a relabel becomes a proposal.
+        return second_opinion.image_decide_or_propose(
             image_id=image.pk,
             action=action,
             actor=request.user,
@@ -268,7 +374,7 @@ def review_bulk(request, slug):
     in_project = set(
         project.images.filter(pk__in=[p for p, _ in pairs]).values_list("pk", flat=True)
     )
-    results = services.images_decide(
+    results = second_opinion.images_decide_or_propose(
         images=[p for p in pairs if p[0] in in_project],
         action=action,
         actor=request.user,
@@ -276,9 +382,15 @@ def review_bulk(request, slug):
         version=version,
     )
     done = sum(r.ok for r in results)
+    proposed = sum(r.proposed for r in results)
     if results:
         level = messages.success if done == len(results) else messages.warning
-        level(request, f"{done} of {len(results)} selected image(s) updated.")
+        if proposed < len(results):
+            level(request, f"{done - proposed} of {len(results)} selected image(s) updated.")
+        if proposed:
+            messages.info(
+                request, f"{proposed} relabel(s) wait for a second opinion from another reviewer."
+            )
         for result in results:
             if not result.ok:
                 messages.warning(request, f"Image #{result.image_id}: {result.message}")

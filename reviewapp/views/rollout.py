@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from .. import rollout
+from .. import rollout, second_opinion
 from ..forms import RolloutPolicyForm
 from ..models import ModelVersion, Project, RolloutEvent
 from ..rollout import RolloutConflict, RolloutError
@@ -64,12 +64,22 @@ class ApprovalForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Why you approve or reject it; it goes into the version's timeline.",
     )
+    # Both reasons are checked by the service; the page shows each only when it is needed.
     override_reason = forms.CharField(
         required=False,
         max_length=5000,
         label="Override reason",
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Needed to approve while too few flagged images were reviewed.",
+        help_text="Required: too few of its flagged images were reviewed. Say why it may be "
+        "approved anyway.",
+    )
+    accuracy_reason = forms.CharField(
+        required=False,
+        max_length=5000,
+        label="Reason to approve below live's accuracy",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required: its validation accuracy is below the live version's by more than "
+        "the project's tolerance.",
     )
     seen = forms.CharField(required=False, widget=forms.HiddenInput)
 
@@ -80,14 +90,20 @@ class StageForm(forms.Form):
     reason = forms.CharField(required=False, max_length=5000)
     seen = forms.CharField(required=False)
     next = forms.CharField(required=False, max_length=2000)
+    # Only a POST with confirm=1 (the confirmation's own button) moves traffic.
+    confirm = forms.BooleanField(required=False)
 
 
 class RollbackForm(forms.Form):
     reason = forms.CharField(required=False, max_length=5000)
+    seen = forms.CharField(required=False, max_length=100)
+    next = forms.CharField(required=False, max_length=2000)
+    confirm = forms.BooleanField(required=False)
 
 
-def _next_url(request, fallback: str) -> str:
-    target = request.POST.get("next", "")
+def _next_url(request, fallback: str, target: str | None = None) -> str:
+    if target is None:
+        target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         return target
     return fallback
@@ -125,6 +141,9 @@ def _approval_context(version: ModelVersion, form: ApprovalForm) -> dict:
         "version": version,
         "summary": summary,
         "coverage_text": pct(summary.coverage, 0),
+        # Second opinions on this version's queue, and on the whole project.
+        "agreement": second_opinion.agreement_rate(project=version.project, version=version),
+        "project_agreement": second_opinion.agreement_rate(project=version.project),
         "required_text": pct(summary.required_coverage, 0),
         "coverage_percent": round(100 * summary.coverage),
         "required_percent": round(100 * summary.required_coverage),
@@ -157,6 +176,7 @@ def model_version_approval(request, pk):
                         actor=request.user,
                         note=data["note"],
                         override_reason=data["override_reason"],
+                        accuracy_reason=data["accuracy_reason"],
                     )
                 else:
                     rollout.version_reject(version=version, actor=request.user, note=data["note"])
@@ -179,36 +199,95 @@ def model_version_approval(request, pk):
     )
 
 
-@require_POST
+def _render_confirm(request, context: dict, *, status: int):
+    """The confirmation of a traffic move: a page, or its partial for the dialog."""
+    return render_page(
+        request, "reviewapp/rollout_confirm.html", "rollout-confirm", context, status=status
+    )
+
+
+def _moved(request, next_url: str):
+    return HttpResponseClientRedirect(next_url) if is_htmx(request) else redirect(next_url)
+
+
+UNCONFIRMED = "Nothing has moved yet: read what will happen, then confirm."
+
+
+@require_http_methods(["GET", "POST"])
 @login_required
 def model_version_stage(request, pk):
-    """Move a version to shadow, limited (a share) or live; errors come back as messages."""
+    """Confirm, then move a version to shadow, limited (a share) or live.
+
+    A GET (the stage buttons) or a POST without ``confirm`` shows what the move will do, worked
+    out from the current state; only the confirmation's own POST moves traffic.
+    """
     require_perm(request.user, PERM)
     version = _version_or_404(pk)
     fallback = reverse("project-rollout", kwargs={"slug": version.project.slug})
-    form = StageForm(request.POST)
+    posted = request.method == "POST"
+    form = StageForm(request.POST if posted else request.GET)
     if not form.is_valid():
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
         messages.error(request, f"The stage change was not understood ({problems}).")
-        return redirect(_next_url(request, fallback))
+        return redirect(_next_url(request, fallback, request.POST.get("next", "")))
     data = form.cleaned_data
-    _apply_seen(version, data["seen"])
+    next_url = _next_url(request, fallback, data["next"])
+    error, status = "", 200
+    if posted and data["confirm"]:
+        _apply_seen(version, data["seen"])
+        try:
+            rollout.version_stage_set(
+                version=version,
+                stage=data["stage"],
+                share=data["share"],
+                actor=request.user,
+                reason=data["reason"],
+            )
+        except RolloutError as exc:
+            error, status = str(exc), 409 if isinstance(exc, RolloutConflict) else 400
+            version = _version_or_404(pk)
+        else:
+            where = f"limited at {version.traffic_share}%" if version.stage == Stage.LIMITED else ""
+            messages.success(
+                request, f"{version.label} is now {where or version.get_stage_display().lower()}."
+            )
+            return _moved(request, next_url)
+    elif posted:
+        status = 400
+    context = {
+        "project": version.project,
+        "version": version,
+        "action": reverse("model-version-stage", kwargs={"pk": version.pk}),
+        "cancel_url": next_url,
+        "reason": data["reason"],
+        "error": error,
+        "notice": UNCONFIRMED if posted and not data["confirm"] else "",
+    }
+    if not posted and data["seen"] and data["seen"] != _seen(version):
+        context["notice"] = (
+            f"{version.label} changed since that page was shown: it is now "
+            f"{version.get_stage_display().lower()}. This is what the move would do now."
+        )
     try:
-        rollout.version_stage_set(
-            version=version,
-            stage=data["stage"],
-            share=data["share"],
-            actor=request.user,
-            reason=data["reason"],
-        )
+        plan = rollout.stage_change_plan(version=version, stage=data["stage"], share=data["share"])
     except RolloutError as exc:
-        messages.error(request, str(exc))
-    else:
-        where = f"limited at {version.traffic_share}%" if version.stage == Stage.LIMITED else ""
-        messages.success(
-            request, f"{version.label} is now {where or version.get_stage_display().lower()}."
-        )
-    return redirect(_next_url(request, fallback))
+        context.update(title=f"{version.label} cannot move", error=error or str(exc))
+        return _render_confirm(request, context, status=status if posted else 400)
+    share = plan.share if plan.stage == Stage.LIMITED else ""
+    context.update(
+        can_confirm=True,
+        title=plan.title,
+        summary=plan.summary,
+        needs_reason=plan.needs_reason,
+        skipped_text=plan.skipped_text,
+        hidden=[("stage", plan.stage), ("share", share), ("seen", _seen(version))],
+        confirm_label={
+            Stage.SHADOW: "Start shadow",
+            Stage.LIMITED: f"Send {plan.share}% to {version.label}",
+            Stage.LIVE: f"Make {version.label} live",
+        }[plan.stage],
+    )
+    return _render_confirm(request, context, status=status)
 
 
 # The project's rollout page -------------------------------------------------------------
@@ -294,19 +373,51 @@ def project_rollout_policy(request, slug):
     )
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 def project_rollback(request, slug):
+    """Confirm, then return all traffic to the previous live version (see the stage view)."""
     project = project_for(request, slug, PERM)
-    form = RollbackForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    fallback = reverse("project-rollout", kwargs={"slug": project.slug})
+    posted = request.method == "POST"
+    form = RollbackForm(request.POST if posted else request.GET)
+    data = form.cleaned_data if form.is_valid() else {"reason": "", "seen": "", "next": ""}
+    next_url = _next_url(request, fallback, data["next"])
+    error, status = "", 200
+    if posted and data.get("confirm"):
+        try:
+            events = rollout.project_rollback(
+                project=project, actor=request.user, reason=data["reason"], seen=data["seen"]
+            )
+        except RolloutError as exc:
+            error, status = str(exc), 409 if isinstance(exc, RolloutConflict) else 400
+        else:
+            live = rollout.version_live(project=project)
+            taken = events[0].version.label
+            serving = f"{live.label} serves all traffic" if live else "no version is live"
+            messages.success(request, f"Rolled back {taken}: {serving}.")
+            return _moved(request, next_url)
+    elif posted:
+        status = 400
+    context = {
+        "project": project,
+        "action": reverse("project-rollback", kwargs={"slug": project.slug}),
+        "cancel_url": next_url,
+        "reason": data["reason"],
+        "error": error,
+        "notice": UNCONFIRMED if posted and not data.get("confirm") else "",
+    }
     try:
-        events = rollout.project_rollback(project=project, actor=request.user, reason=reason)
+        plan = rollout.rollback_plan(project=project)
     except RolloutError as exc:
-        messages.error(request, str(exc))
-    else:
-        live = rollout.version_live(project=project)
-        taken = events[0].version.label
-        serving = f"{live.label} serves all traffic" if live else "no version is live"
-        messages.success(request, f"Rolled back {taken}: {serving}.")
-    return redirect(_next_url(request, reverse("project-rollout", kwargs={"slug": project.slug})))
+        context.update(title="Nothing to roll back", error=error or str(exc))
+        return _render_confirm(request, context, status=status if posted else 400)
+    context.update(
+        can_confirm=True,
+        title="Roll back?",
+        summary=plan.summary,
+        hidden=[("seen", plan.seen)],
+        confirm_label="Roll back",
+        danger=True,
+    )
+    return _render_confirm(request, context, status=status)

@@ -8,6 +8,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from .. import selectors, training
 from ..backbones import present_architectures
+from ..enqueue import QueueUnavailable
 from ..forms import TrainingRunForm
 from ..models import Project, TrainingRun
 from .common import (
@@ -26,6 +27,8 @@ __all__ = [
     "training_run_list",
     "training_run_start",
 ]
+
+QUEUE_DOWN = "The job queue is unavailable; try again. The run was not started."
 
 
 def _runs_context(request, project: Project, form: TrainingRunForm | None) -> dict:
@@ -61,12 +64,17 @@ def training_run_start(request, slug):
     if form.is_valid():
         try:
             run = training.training_run_create(
-                project=project, actor=request.user, config=form.cleaned_data
+                project=project,
+                actor=request.user,
+                config=form.cleaned_data,
+                fail_if_unqueued=True,
             )
         except ValidationError as exc:
             add_service_errors(form, exc)
+        except QueueUnavailable:
+            form.add_error(None, QUEUE_DOWN)
         else:
-            messages.success(request, f"Training run #{run.pk} queued.")
+            # No "queued" flash: it would go stale; the run page's live status says it.
             if request.htmx:
                 return HttpResponseClientRedirect(run.get_absolute_url())
             return redirect(run)
@@ -130,9 +138,12 @@ def training_run_retrain(request, slug):
             config=config,
             trigger=TrainingRun.Trigger.RETRAIN,
             reason="retrain with the last successful run's settings",
+            fail_if_unqueued=True,
         )
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("training-run-list", slug=project.slug)
-    messages.success(request, f"Training run #{run.pk} queued on the reviewed data.")
+    except QueueUnavailable:
+        messages.error(request, QUEUE_DOWN)
+        return redirect("training-run-list", slug=project.slug)
     return redirect(run)

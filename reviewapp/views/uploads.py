@@ -2,7 +2,6 @@
 
 from collections import Counter
 
-from django.conf import settings
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -21,15 +20,6 @@ MAX_RESULT_ROWS = 1000
 
 def _looks_like_zip(upload) -> bool:
     return upload.name.lower().endswith(".zip") or is_zip(upload)
-
-
-def _fits_inline(files) -> bool:
-    """Few, small, plain images: ingest now. Anything else goes to a worker."""
-    return (
-        len(files) <= settings.LOUPE_INLINE_UPLOAD_MAX_FILES
-        and sum(f.size for f in files) <= settings.LOUPE_INLINE_UPLOAD_MAX_BYTES
-        and not any(_looks_like_zip(f) for f in files)
-    )
 
 
 def result_summary(results: list[dict]) -> list[tuple[str, int]]:
@@ -61,7 +51,8 @@ def image_upload(request, slug):
                     "labels_from_folders": form.labels_from_folders,
                     "actor": request.user,
                 }
-                if not _fits_inline(files):
+                # Few, small, plain images: ingest now. Any .zip goes to a worker, with progress.
+                if not services.uploads_fit_inline(uploads, archives_inline=False):
                     batch = services.upload_batch_create(**options)
                     return redirect(batch)
                 results = [r.as_dict() for r in services.uploads_ingest(**options)]

@@ -10,14 +10,17 @@ from . import (
     backbones,
     categories,
     exports,
+    focus,
     images,
     labeling,
     media,
     notifications,
     predict,
+    preferences,
     projects,
     review,
     rollout,
+    second_opinion,
     training,
     uploads,
     versions,
@@ -35,6 +38,7 @@ urlpatterns = [
     path("account/tokens/", accounts.api_tokens, name="api-tokens"),
     path("account/tokens/new", accounts.api_token_create, name="api-token-create"),
     path("account/tokens/<int:pk>/revoke", accounts.api_token_revoke, name="api-token-revoke"),
+    path("account/auto-advance", preferences.reviewer_auto_advance, name="reviewer-auto-advance"),
     # Notifications: the user's own, with the bell in the header
     path("notifications/", notifications.notification_list, name="notifications"),
     path("notifications/bell", notifications.notifications_bell, name="notifications-bell"),
@@ -68,6 +72,7 @@ urlpatterns = [
     # Images
     path("p/<slug:slug>/images/", images.image_browser, name="image-browser"),
     path("images/<int:pk>/", images.image_detail, name="image-detail"),
+    path("p/<slug:slug>/focus/<int:pk>/", focus.image_focus, name="image-focus"),
     path("images/<int:pk>/file", media.image_file, name="image-file"),
     path("images/<int:pk>/thumbnail", media.image_thumbnail, name="image-thumbnail"),
     # Categories
@@ -110,6 +115,20 @@ urlpatterns = [
     # Review
     path("p/<slug:slug>/review/", review.review_queue, name="review-queue"),
     path("p/<slug:slug>/review/bulk", review.review_bulk, name="review-bulk"),
+    path("p/<slug:slug>/review/renew", review.review_claims_renew, name="review-claims-renew"),
+    path(
+        "p/<slug:slug>/review/release", review.review_claims_release, name="review-claims-release"
+    ),
+    path(
+        "p/<slug:slug>/second-opinion/",
+        second_opinion.second_opinion_queue,
+        name="second-opinion-queue",
+    ),
+    path(
+        "second-opinions/<int:pk>/resolve",
+        second_opinion.second_opinion_resolve,
+        name="second-opinion-resolve",
+    ),
     path("images/<int:pk>/decide", review.image_decide, name="image-decide"),
     path("images/<int:pk>/undo", review.image_undo, name="image-undo"),
     path("p/<slug:slug>/activity/", activity.project_activity, name="project-activity"),

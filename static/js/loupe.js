@@ -2,6 +2,9 @@
 // - [data-dropzone]: files dropped on the zone go into its <input type=file multiple>.
 // - form[data-confirm]: ask before submitting.
 // - [data-copy-target]: copy a field's text to the clipboard.
+// - dialog[data-confirm-dialog]: opens when htmx puts a confirmation in it.
+// - button[data-busy-label]: disabled and relabelled while its form's request runs.
+// - details[data-site-menu]: the header's project links, open on wide screens only.
 (function () {
   "use strict";
 
@@ -74,13 +77,42 @@
       event.preventDefault();
       return;
     }
-    if (form.classList && form.classList.contains("upload-form")) {
-      var button = form.querySelector("button[type=submit]");
-      if (button) {
+    // htmx prevented the default of its own forms; its request events mark those busy.
+    if (event.defaultPrevented || !form.querySelectorAll) return;
+    // After this tick: a button disabled now would drop its name=value from the post.
+    window.setTimeout(function () { formBusy(form, true); }, 0);
+  });
+
+  function formBusy(form, busy) {
+    form.querySelectorAll("button[data-busy-label]").forEach(function (button) {
+      if (busy) {
+        if (!button.hasAttribute("data-idle-label")) button.setAttribute("data-idle-label", button.textContent);
+        var spinner = document.createElement("span");
+        spinner.className = "spinner";
+        spinner.setAttribute("aria-hidden", "true");
+        button.replaceChildren(spinner, document.createTextNode(button.getAttribute("data-busy-label")));
         button.disabled = true;
-        button.textContent = "Uploading…";
+        button.setAttribute("aria-busy", "true");
+      } else if (button.hasAttribute("data-idle-label")) {
+        button.textContent = button.getAttribute("data-idle-label");
+        button.removeAttribute("data-idle-label");
+        button.disabled = false;
+        button.removeAttribute("aria-busy");
       }
-    }
+    });
+  }
+
+  function htmxForm(event) {
+    var elt = event.detail && event.detail.elt;
+    return elt instanceof HTMLFormElement ? elt : null;
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = htmxForm(event);
+    if (form) formBusy(form, true);
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = htmxForm(event);
+    if (form) formBusy(form, false);
   });
 
   document.addEventListener("click", function (event) {
@@ -102,11 +134,46 @@
     if (event.target.matches && event.target.matches("[data-select-on-focus]")) event.target.select();
   });
 
-  // A page restored from the back-forward cache must not keep a disabled upload button.
+  // A confirmation fetched into a <dialog data-confirm-dialog> opens it as a modal.
+  document.addEventListener("htmx:load", function (event) {
+    var elt = event.detail && event.detail.elt;
+    var dialog = elt && elt.closest ? elt.closest("dialog[data-confirm-dialog]") : null;
+    if (dialog && !dialog.open) dialog.showModal();
+  });
+
+  // Its Cancel is a link back (without JavaScript); here it only closes the dialog.
+  document.addEventListener("click", function (event) {
+    var cancel = event.target instanceof Element ? event.target.closest("[data-dialog-close]") : null;
+    var dialog = cancel ? cancel.closest("dialog[open]") : null;
+    if (!dialog) return;
+    event.preventDefault();
+    dialog.close();
+  });
+
+  // A page restored from the back-forward cache must not keep a busy button.
   window.addEventListener("pageshow", function () {
-    document.querySelectorAll(".upload-form button[type=submit]").forEach(function (button) {
-      button.disabled = false;
-      button.textContent = "Upload";
+    document.querySelectorAll("form").forEach(function (form) { formBusy(form, false); });
+  });
+
+  // The header menu follows the screen: open (links inline) when wide, folded when narrow.
+  var wide = window.matchMedia("(min-width: 701px)");
+  function siteMenus() { return document.querySelectorAll("details[data-site-menu]"); }
+  wide.addEventListener("change", function () {
+    siteMenus().forEach(function (menu) { menu.open = wide.matches; });
+  });
+  // Folded: a click elsewhere or Escape closes it, as a menu does.
+  document.addEventListener("click", function (event) {
+    if (wide.matches) return;
+    siteMenus().forEach(function (menu) {
+      if (menu.open && !menu.contains(event.target)) menu.open = false;
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || wide.matches) return;
+    siteMenus().forEach(function (menu) {
+      if (!menu.open) return;
+      menu.open = false;
+      menu.querySelector("summary").focus();
     });
   });
 })();

@@ -1,9 +1,12 @@
 // The review queue from the keyboard. Every action is a real button in the card,
 // so the page works without this script; the keys only press those buttons.
-//   j / k   next / previous card        1-9  relabel as the class with that hotkey
+//   j / k   next / previous card        0-9, a-z  relabel as the class with that hotkey
 //   c       confirm                     x    delete          u  undo
 //   s       select for a bulk action    o    open the image  ?  help, Esc closes it
+//   n       next confusion-matrix cell (a queue filtered to one cell)
 //   Enter   on a Label queue card: accept the suggestion (as c)
+// The action letters are reserved in reviewapp/hotkeys.py: no class may take one.
+// Auto-advance (the [data-auto-advance] box, saved per person) moves focus on after a decision.
 (function () {
   "use strict";
 
@@ -61,19 +64,23 @@
     var key = event.key;
     if (key === "?") { help(); event.preventDefault(); return; }
     if (key === "Escape") { help(false); return; }
+    if (key === "n") {
+      var nextCell = document.querySelector("[data-next-cell]");
+      if (nextCell) { nextCell.click(); event.preventDefault(); }
+      return;
+    }
     if (!document.querySelector("[data-review-card]")) return;
     var card = current();
     if (key === "j") { move(1); event.preventDefault(); return; }
     if (key === "k") { move(-1); event.preventDefault(); return; }
     if (!card) {
-      if (/^[1-9cxuso]$/.test(key)) focusCard(cards()[0]);
+      if (/^[0-9a-z]$/.test(key)) focusCard(cards()[0]);
       return;
     }
     var handled = false;
     // Enter on the card itself (not on one of its buttons) accepts, as c does.
     if (key === "Enter" && event.target === card) key = "c";
-    if (/^[1-9]$/.test(key)) { lastKind = "decide"; handled = press(card, '[data-key="' + key + '"]'); }
-    else if (key === "c") { lastKind = "decide"; handled = press(card, '[data-key="c"]'); }
+    if (key === "c") { lastKind = "decide"; handled = press(card, '[data-key="c"]'); }
     else if (key === "x") { lastKind = "decide"; handled = press(card, '[data-key="x"]'); }
     else if (key === "u") { lastKind = "undo"; handled = press(card, '[data-key="u"]'); }
     else if (key === "o") { handled = press(card, "[data-open]"); }
@@ -81,6 +88,8 @@
       var box = card.querySelector("[data-select]");
       if (box) { box.checked = !box.checked; box.dispatchEvent(new Event("change", { bubbles: true })); handled = true; }
     }
+    // Any other digit or letter is a class's hotkey (hotkeys.py keeps them off the action keys).
+    else if (/^[0-9a-z]$/.test(key)) { lastKind = "decide"; handled = press(card, '[data-key="' + key + '"]'); }
     if (handled) event.preventDefault();
   });
 
@@ -93,15 +102,20 @@
     lastKind = button.getAttribute("data-key") === "u" ? "undo" : "decide";
   });
 
-  // After a card is swapped: a saved decision moves on to the next card; an undo or a
-  // refusal keeps focus on the same card, so the reviewer sees what happened.
+  function autoAdvance() {
+    var box = document.querySelector("[data-auto-advance]");
+    return !box || box.checked; // a page without the toggle keeps the default: on
+  }
+
+  // After a card is swapped: a saved decision moves on to the next card (with auto-advance
+  // on); an undo or a refusal keeps focus on the same card, so the reviewer sees what happened.
   document.addEventListener("htmx:afterSettle", function (event) {
     // Only the acted-on card's own swap counts: the progress line settles too, maybe first.
     if (!lastActed || !event.target || event.target.id !== lastActed) return;
     var card = event.target;
     lastActed = null;
     var saved = card.querySelector(".saved") && !card.querySelector(".review-card__error");
-    if (saved && lastKind === "decide") {
+    if (saved && lastKind === "decide" && autoAdvance()) {
       var all = cards();
       focusCard(all[all.indexOf(card) + 1] || card);
     } else {

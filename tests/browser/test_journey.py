@@ -293,7 +293,7 @@ def test_upload_train_review_restore_and_retrain_in_the_browser(
     expect(card(page, ids[2]).get_by_role("button", name="Delete")).to_be_visible()
     page.get_by_role("button", name="Retrain with these changes").click()
     expect(page).to_have_url(re.compile(r"/runs/\d+/$"))
-    expect(page.locator(".messages")).to_contain_text("queued on the reviewed data")
+    expect(page.locator("#run-trigger")).to_contain_text("retrain with the last successful run")
     samples = follow_run_to_the_end(page, screenshot, scoring_gate, "run-v2")
     assert_progress_ran_to_the_end(samples)
 

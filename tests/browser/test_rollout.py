@@ -9,7 +9,14 @@ from playwright.sync_api import expect
 
 from reviewapp import rollout, training
 from reviewapp.models import ModelVersion, RolloutEvent
-from tests.factories import COLOURS, TINY_TRAINING, UserFactory, trainable_project
+from tests.factories import (
+    COLOURS,
+    TINY_TRAINING,
+    UserFactory,
+    candidate_version,
+    rollout_project,
+    trainable_project,
+)
 from tests.images import image_bytes
 
 pytestmark = pytest.mark.browser
@@ -35,8 +42,12 @@ def _trained_version(project) -> ModelVersion:
     return ModelVersion.objects.get(run=run)
 
 
-def _click_step(page, name: str, screenshot, shot: str) -> None:
+def _click_step(page, name: str, confirm: str, screenshot, shot: str) -> None:
+    """A stage button opens the confirmation; its own button moves the traffic."""
     page.get_by_role("button", name=name).click()
+    dialog = page.locator("dialog[data-confirm-dialog]")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name=confirm).click()
     expect(page.locator(".messages")).to_be_visible()
     screenshot(page, shot)
 
@@ -46,7 +57,10 @@ def test_approver_rolls_a_version_out_predicts_and_rolls_back(
 ):
     _approvers_group()
     ada = UserFactory(username="ada", groups=["approvers"])
-    project = trainable_project(slug="colours", name="Colours")
+    # Coverage and accuracy against live have their own tests below; here any version passes.
+    project = trainable_project(
+        slug="colours", name="Colours", approval_coverage=0.0, approval_tolerance=1.0
+    )
     v1, v2 = _trained_version(project), _trained_version(project)
     rollout.version_approve(version=v1, actor=ada, note="First model.", override_reason="Demo.")
     rollout.version_stage_set(version=v1, stage="live", actor=ada)
@@ -61,20 +75,21 @@ def test_approver_rolls_a_version_out_predicts_and_rolls_back(
     expect(page.locator("#review-coverage")).to_contain_text("flagged image")
     screenshot(page, "approval-page")
     page.get_by_label("Note").fill("Same data, second seed; fine on the validation split.")
-    page.get_by_label("Override reason").fill("Browser test: coverage is not the point here.")
     page.get_by_role("button", name="Approve").click()
     expect(page.locator("#version-stage")).to_have_text("Approved")
     expect(page.locator("#rollout-timeline")).to_contain_text("by ada")
 
     # Shadow, then limited in steps, then live.
-    _click_step(page, "Start shadow", screenshot, "shadow")
+    _click_step(page, "Start shadow", "Start shadow", screenshot, "shadow")
     expect(page.locator("#version-stage")).to_have_text("Shadow")
-    _click_step(page, "Limited 5%", screenshot, "limited-5")
+    _click_step(page, "Limited 5%", "Send 5% to v2", screenshot, "limited-5")
     expect(page.locator("#version-stage")).to_have_text("Limited 5%")
     for share in (25, 50):
-        _click_step(page, f"Expand to {share}%", screenshot, f"limited-{share}")
+        _click_step(
+            page, f"Expand to {share}%", f"Send {share}% to v2", screenshot, f"limited-{share}"
+        )
         expect(page.locator("#version-stage")).to_have_text(f"Limited {share}%")
-    _click_step(page, "Promote to live (100%)", screenshot, "live")
+    _click_step(page, "Promote to live (100%)", "Make v2 live", screenshot, "live")
     expect(page.locator("#version-stage")).to_have_text("Live")
     expect(page.locator("#rollout-timeline .timeline__event")).to_have_count(6)
 
@@ -92,10 +107,13 @@ def test_approver_rolls_a_version_out_predicts_and_rolls_back(
     expect(result).to_contain_text("Live")
     screenshot(page, "predict-v2")
 
-    # One click returns traffic to v1.
+    # Roll back, once the confirmation said what it will do, returns traffic to v1.
     page.goto(f"/p/{project.slug}/rollout/")
-    page.get_by_placeholder("Why (optional)").fill("Browser test rollback.")
     page.get_by_role("button", name="Roll back").click()
+    dialog = page.locator("dialog[data-confirm-dialog]")
+    expect(dialog).to_contain_text("Roll back to v1: v1 will serve 100%; v2 goes back to approved")
+    dialog.get_by_label("Why").fill("Browser test rollback.")
+    dialog.get_by_role("button", name="Roll back").click()
     expect(page.locator(".messages")).to_contain_text("Rolled back v2: v1 serves all traffic.")
     expect(page.locator(".traffic")).to_contain_text("v1 live: 100%")
     screenshot(page, "rolled-back")
@@ -119,3 +137,75 @@ def test_approver_rolls_a_version_out_predicts_and_rolls_back(
         ("live", "approved", 0),
     ]
     assert all(e.actor_id == ada.pk for e in RolloutEvent.objects.all())
+
+
+# The confirmation of traffic moves, on hand-made versions (no training) ---------------------
+
+
+def _live_and_approved(ada):
+    project, _, dog, images = rollout_project(slug="bears", name="Bears")
+    v1 = rollout.version_approve(
+        version=candidate_version(project, images, dog), actor=ada, note="First."
+    )
+    rollout.version_stage_set(version=v1, stage="live", actor=ada)
+    v2 = rollout.version_approve(
+        version=candidate_version(project, images, dog), actor=ada, note="Second."
+    )
+    return project, v1, v2
+
+
+def test_promote_asks_first_naming_both_versions_and_cancel_changes_nothing(
+    page, log_in, transactional_db, screenshot
+):
+    _approvers_group()
+    ada = UserFactory(username="ada", groups=["approvers"])
+    project, v1, v2 = _live_and_approved(ada)
+    rollout.version_stage_set(version=v2, stage="shadow", actor=ada)
+    rollout.version_stage_set(version=v2, stage="limited", share=50, actor=ada, reason="Canary.")
+    log_in(page, ada)
+    page.goto(f"/p/{project.slug}/rollout/")
+    dialog = page.locator("dialog[data-confirm-dialog]")
+
+    page.get_by_role("button", name="Promote to live (100%)").click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Make v2 live?")
+    expect(dialog).to_contain_text("v2 will serve 100% of traffic; v1 will be retired.")
+    screenshot(page, "confirm-promote")
+    dialog.get_by_role("link", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(page).to_have_url(re.compile(r"/p/bears/rollout/$"))
+    expect(page.locator(".traffic")).to_contain_text("v2 limited: 50%")
+    assert ModelVersion.objects.get(pk=v2.pk).stage == Stage.LIMITED
+    assert ModelVersion.objects.get(pk=v1.pk).stage == Stage.LIVE
+
+    page.get_by_role("button", name="Promote to live (100%)").click()
+    dialog.get_by_role("button", name="Make v2 live").click()
+    expect(page.locator(".messages")).to_contain_text("v2 is now live.")
+    expect(page.locator(".traffic")).to_contain_text("v2 live: 100%")
+    assert ModelVersion.objects.get(pk=v1.pk).stage == Stage.RETIRED
+
+
+def test_skipping_shadow_without_a_reason_shows_the_error_in_the_dialog(
+    page, log_in, transactional_db, screenshot
+):
+    _approvers_group()
+    ada = UserFactory(username="ada", groups=["approvers"])
+    _, _, v2 = _live_and_approved(ada)
+    log_in(page, ada)
+    page.goto(f"/models/{v2.pk}/approval/")
+    dialog = page.locator("dialog[data-confirm-dialog]")
+
+    page.get_by_role("button", name="Limited 5%").click()
+    expect(dialog).to_contain_text("v2 will serve 5% of traffic (limited); v1 keeps 95%.")
+    expect(dialog).to_contain_text("This skips shadow")
+    dialog.get_by_role("button", name="Send 5% to v2").click()
+    expect(dialog.get_by_role("alert")).to_contain_text(
+        "Moving v2 to limited at 5% skips shadow. Write a reason for skipping"
+    )
+    screenshot(page, "confirm-skip-refused")
+    assert ModelVersion.objects.get(pk=v2.pk).stage == Stage.APPROVED
+
+    dialog.get_by_label("Reason for skipping").fill("Hotfix for dogs.")
+    dialog.get_by_role("button", name="Send 5% to v2").click()
+    expect(page.locator(".messages")).to_contain_text("v2 is now limited at 5%.")
+    expect(page.locator("#rollout-timeline")).to_contain_text("Skipped shadow: Hotfix for dogs.")

@@ -78,7 +78,7 @@ def test_valid_bearer_token_authenticates_and_records_last_use():
     response = Client().get(f"{API}/projects", headers={"Authorization": f"Bearer {key}"})
 
     assert response.status_code == 200
-    assert response.json() == []
+    assert response.json() == {"items": [], "next": None}
     token.refresh_from_db()
     assert token.last_used_at is not None and token.last_used_at >= before
 
@@ -145,7 +145,7 @@ def test_session_user_can_read_without_csrf_token(project):
     response = client.get(f"{API}/projects")
 
     assert response.status_code == 200
-    assert [p["slug"] for p in response.json()] == ["birds"]
+    assert [p["slug"] for p in response.json()["items"]] == ["birds"]
 
 
 def test_session_write_needs_the_csrf_token():
@@ -286,6 +286,7 @@ def test_create_project_derives_slug_and_stores_settings(approver_api):
         "retrain_min_hours": 24,
         "retrain_audit": "",
         "retrain_shadow": False,
+        "second_opinion": False,
     }
     assert (project.image_size, project.resize_method, project.augment) == (128, "pad", False)
     assert project.created_by.username == "ada"
@@ -370,11 +371,11 @@ def test_list_projects(reviewer_api):
     response = reviewer_api.get(f"{API}/projects")
 
     assert response.status_code == 200
-    assert [(p["slug"], p["description"]) for p in response.json()] == [
+    assert [(p["slug"], p["description"]) for p in response.json()["items"]] == [
         ("apples", "fruit"),
         ("birds", ""),
     ]
-    assert response.json()[0]["settings"]["image_size"] == 224
+    assert response.json()["items"][0]["settings"]["image_size"] == 224
 
 
 def test_project_detail_counts_images_per_class_and_split(reviewer_api, project):
@@ -473,7 +474,7 @@ def test_category_create_list_update_delete(approver_api, project):
     assert wren.json()["hotkey"] == "7"
 
     listed = approver_api.get(url)
-    assert [c["name"] for c in listed.json()] == ["robin", "wren"]
+    assert [c["name"] for c in listed.json()["items"]] == ["robin", "wren"]
 
     changed = approver_api.patch(
         f"{url}/{robin_id}",
@@ -502,6 +503,18 @@ def test_duplicate_category_name_or_hotkey_is_400(approver_api, project):
     assert same_key.status_code == 400
     assert same_key.json()["detail"] == "hotkey: Hotkey 1 is already used by 'robin'."
     assert project.categories.count() == 2
+
+
+def test_a_reserved_hotkey_is_400_with_the_action_it_belongs_to(approver_api, project):
+    url = f"{API}/projects/birds/categories"
+
+    refused = approver_api.post(url, {"name": "robin", "hotkey": "u"}, "application/json")
+    letter = approver_api.post(url, {"name": "wren", "hotkey": "w"}, "application/json")
+
+    assert refused.status_code == 400
+    assert "'u' is the review queues' key to undo" in str(refused.json())
+    assert (letter.status_code, letter.json()["hotkey"]) == (201, "w")
+    assert list(project.categories.values_list("name", flat=True)) == ["wren"]
 
 
 def test_deleting_a_category_that_labels_images_is_400(approver_api, project):
@@ -906,12 +919,16 @@ def test_openapi_schema_lists_every_path_and_the_bearer_scheme():
         "/api/v1/label-audits/{audit_id}",
         "/api/v1/label-audits/{audit_id}/cancel",
         "/api/v1/label-audits/{audit_id}/scores",
+        "/api/v1/label-audits/{audit_id}/scores-by-offset",
         "/api/v1/projects/{slug}/labeling-queue",
         "/api/v1/notifications",
         "/api/v1/notifications/{id}/read",
         "/api/v1/projects/{slug}/webhooks",
         "/api/v1/webhooks/{webhook_id}",
         "/api/v1/webhooks/{webhook_id}/deliveries",
+        "/api/v1/upload-batches/{batch_id}",
+        "/api/v1/projects/{slug}/second-opinions",
+        "/api/v1/second-opinions/{opinion_id}",
     }
     ops = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
     assert {"webhook_list", "webhook_create", "webhook_update", "webhook_delete"} <= ops

@@ -439,7 +439,7 @@ def test_history_lists_every_event_newest_first(api, bears, rex):
     response = history(api, image.pk)
 
     assert response.status_code == 200
-    events = response.json()
+    events = response.json()["items"]
     imported = image.events.get(action="import")
     assert [e["id"] for e in events] == [
         undo["event"]["id"],
@@ -480,7 +480,7 @@ def test_history_costs_the_same_queries_for_many_events(api, bears, django_asser
 
     with django_assert_max_num_queries(few_queries):
         response = history(api, image.pk)
-    assert len(response.json()) == 13
+    assert len(response.json()["items"]) == 13
 
 
 def test_history_of_an_unknown_image_is_404(api):

@@ -67,6 +67,11 @@ def test_missing_and_unknown_tokens_get_401(client, project):
         assert response.status_code == 401
         assert response["WWW-Authenticate"] == 'Bearer realm="loupe"'
     assert "client token is not valid" in unknown.json()["detail"]
+    # A predict caller is pointed at client tokens, never at personal ones.
+    for response in (missing, unknown_personal):
+        detail = response.json()["detail"]
+        assert "client token" in detail and "create_api_token" in detail
+        assert "create_user_token" not in detail
     assert not Prediction.objects.exists()
 
 
@@ -154,7 +159,7 @@ def test_a_bad_image_in_a_batch_is_answered_with_its_error_in_its_place(
     def bad():
         return SimpleUploadedFile("broken.jpg", b"\xff\xd8 not really", "image/jpeg")
 
-    huge = SimpleUploadedFile("huge.png", b"\0" * (2**20 + 1), "image/png")
+    huge = SimpleUploadedFile("huge.png", b"\0" * (3 * 2**20), "image/png")
     images = [upload(RED, "a.png", 1), bad(), upload(BLUE, "b.png", 2), huge]
     refused = post(client, project, key, {"image": bad()}).json()["errors"]["image"]
 
@@ -165,7 +170,11 @@ def test_a_bad_image_in_a_batch_is_answered_with_its_error_in_its_place(
     red, broken, blue, too_big = body["results"]
     assert (red["label"], blue["label"]) == ("red", "blue")
     assert broken == {"file": "broken.jpg", "error": refused[0].removeprefix("broken.jpg: ")}
-    assert too_big["file"] == "huge.png" and "over the limit" in too_big["error"]
+    # Its real size, though only the limit and a byte of it were read.
+    assert too_big == {
+        "file": "huge.png",
+        "error": "file is 3.0 MiB, over the limit of 1.0 MiB (LOUPE_MAX_FILE_BYTES)",
+    }
     assert body["predictions"] == [red, blue]  # what older clients read
     stored = Prediction.objects.filter(is_shadow=False).order_by("id")
     assert [p.pk for p in stored] == [red["id"], blue["id"]]

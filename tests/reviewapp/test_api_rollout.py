@@ -109,7 +109,7 @@ def test_stage_moves_through_shadow_limited_and_live(w):
         post(w.api, url, {"stage": "shadow"}),
         post(w.api, url, {"stage": "limited", "share": 5, "reason": "Canary."}),
         post(w.api, url, {"stage": "limited"}),
-        post(w.api, url, {"stage": "limited", "share": 100}),
+        post(w.api, url, {"stage": "limited", "share": 100, "reason": "Looks fine at 25%."}),
     ]
 
     assert [r.status_code for r in answers] == [200] * 4
@@ -117,6 +117,59 @@ def test_stage_moves_through_shadow_limited_and_live(w):
     assert states == [("shadow", 0), ("limited", 5), ("limited", 25), ("live", 100)]
     assert answers[1].json()["timeline"][-1]["reason"] == "Canary."
     assert ModelVersion.objects.get(pk=old.pk).stage == Stage.RETIRED
+
+
+def test_skipping_shadow_needs_a_reason_which_the_timeline_keeps(w):
+    make_live(w)
+    version = make_approved(w)
+    url = f"/api/v1/model-versions/{version.pk}/stage"
+
+    refused = post(w.api, url, {"stage": "live"})
+    accepted = post(w.api, url, {"stage": "live", "reason": "Hotfix for dogs."})
+
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == (
+        "Moving v2 to live skips shadow and the limited steps 5%, 25% and 50%. Write a reason "
+        "for skipping; it goes on the timeline."
+    )
+    assert accepted.status_code == 200, accepted.content
+    assert (accepted.json()["stage"], accepted.json()["traffic_share"]) == ("live", 100)
+    assert accepted.json()["timeline"][-1]["reason"] == (
+        "Skipped shadow and the limited steps 5%, 25% and 50%: Hotfix for dogs."
+    )
+
+
+def test_approve_below_live_accuracy_needs_an_accuracy_reason(w):
+    old = make_live(w)
+    ModelVersion.objects.filter(pk=old.pk).update(metrics={"accuracy": 0.9})
+    version = w.version()
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={"accuracy": 0.785})
+    url = f"/api/v1/model-versions/{version.pk}/approve"
+
+    refused = post(w.api, url, {"note": "Ship.", "override_reason": "Not this one."})
+    accepted = post(w.api, url, {"note": "Ship.", "accuracy_reason": "Fixes dogs."})
+
+    assert refused.status_code == 400
+    assert (
+        "v2's accuracy is 11.5 points below live v1's (tolerance 1.0)" in (refused.json()["detail"])
+    )
+    assert accepted.status_code == 200, accepted.content
+    assert "Fixes dogs." in accepted.json()["timeline"][-1]["reason"]
+
+
+def test_predicting_without_a_live_version_names_the_rollout_page(w):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.images import image_bytes
+
+    image = SimpleUploadedFile("cat.png", image_bytes(seed=1), content_type="image/png")
+    response = w.api.post("/api/v1/projects/bears/predict", {"image": image})
+
+    assert response.status_code == 503, response.content
+    assert response.json()["detail"] == (
+        "This project has no live model version, so it cannot answer predictions yet. "
+        "Approve a version and make it live on its Rollout page (/p/bears/rollout/) first."
+    )
 
 
 def test_stage_refusals_are_400_with_the_reason(w):
@@ -138,7 +191,7 @@ def test_stage_with_a_stale_from_stage_is_a_409(w):
 def test_stage_refused_by_a_guardrail_says_which(w):
     old = make_live(w)
     version = make_approved(w)
-    rollout.version_stage_set(version=version, stage="limited", actor=w.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=w.user, reason="x")
     requests = prediction_rows(old, 25)
     prediction_rows(version, 25, label="dog", request_ids=requests)
 
@@ -162,7 +215,7 @@ def test_stage_share_out_of_range_is_a_400(w, share):
 def test_rollback_restores_the_previous_live(w):
     old = make_live(w)
     version = make_approved(w)
-    rollout.version_stage_set(version=version, stage="limited", share=50, actor=w.user)
+    rollout.version_stage_set(version=version, stage="limited", share=50, actor=w.user, reason="x")
     rollout.version_stage_set(version=version, stage="live", actor=w.user)
 
     response = post(w.api, "/api/v1/projects/bears/rollback", {"reason": "Errors."})
@@ -184,7 +237,7 @@ def test_timeline_is_open_to_reviewers(w):
     version = make_live(w)
     response = token_client(reviewer()).get(f"/api/v1/model-versions/{version.pk}/timeline")
     assert response.status_code == 200
-    assert [(e["from_stage"], e["to_stage"]) for e in response.json()] == [
+    assert [(e["from_stage"], e["to_stage"]) for e in response.json()["items"]] == [
         ("candidate", "approved"),
         ("approved", "live"),
     ]

@@ -267,10 +267,15 @@ def test_run_list_is_newest_first_and_takes_a_limit(reviewer_api, trained):
     listed = reviewer_api.get(url).json()
     limited = reviewer_api.get(url, {"limit": 1}).json()
 
-    assert [r["id"] for r in listed] == [newest.pk, trained.second.run_id, trained.first.run_id]
-    assert [r["version_id"] for r in listed] == [None, trained.second.pk, trained.first.pk]
-    assert all("snapshot" not in r for r in listed)
-    assert [r["id"] for r in limited] == [newest.pk]
+    assert listed["next"] is None
+    runs = listed["items"]
+    assert [r["id"] for r in runs] == [newest.pk, trained.second.run_id, trained.first.run_id]
+    assert [r["version_id"] for r in runs] == [None, trained.second.pk, trained.first.pk]
+    assert all("snapshot" not in r for r in runs)
+    assert [r["id"] for r in limited["items"]] == [newest.pk]
+    # ``next`` keeps the limit and walks on to the older runs.
+    second = reviewer_api.get(limited["next"]).json()
+    assert [r["id"] for r in second["items"]] == [trained.second.run_id]
     assert reviewer_api.get(url, {"limit": 0}).status_code == 400
 
 
@@ -332,7 +337,7 @@ def test_version_list_is_newest_first(reviewer_api, trained):
     response = reviewer_api.get(f"{API}/projects/colours/model-versions")
 
     assert response.status_code == 200
-    body = response.json()
+    body = response.json()["items"]
     assert [(v["id"], v["number"], v["label"]) for v in body] == [
         (trained.second.pk, 2, "v2"),
         (trained.first.pk, 1, "v1"),

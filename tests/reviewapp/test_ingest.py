@@ -166,6 +166,20 @@ def test_duplicate_in_the_same_project_is_skipped_but_allowed_elsewhere(project,
     assert ingest(ProjectFactory(), data).status == "imported"
 
 
+def test_duplicate_reports_the_stored_label_not_the_one_asked_for(project, media_root):
+    cat, dog = (CategoryFactory(project=project, name=n) for n in ("cat", "dog"))
+    data = image_bytes(seed=9)
+    ingest(project, data, label=cat)
+
+    again = ingest(project, data, name="copy.png", label=dog)
+    same = ingest(project, data, name="copy2.png", label=cat)
+
+    assert again.status == "duplicate" and again.label == "cat"
+    assert "kept its label cat, not dog" in again.reason
+    assert same.label == "cat" and "kept its label" not in same.reason
+    assert Image.objects.get(project=project).label == cat
+
+
 def test_database_failure_leaves_no_orphan_file(project, media_root):
     with (
         mock.patch.object(LabelEvent.objects, "create", side_effect=RuntimeError("db down")),

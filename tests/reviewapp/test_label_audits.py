@@ -280,6 +280,10 @@ def test_audit_page_shows_a_range_of_issues_how_far_to_trust_it_and_the_queues(c
     assert "Out-of-fold accuracy 0.83</strong>" in body and "against 0.50 by chance" in body
     assert "and 0.50 for the version itself" in body
     assert "data-trust-weak" not in body and "Weak model" not in body
+    # The two counts say what each is, not "(48 flagged)" beside an estimate.
+    assert f"Confident learning estimates {audit.estimated_issues} (its count, scaled" in body
+    assert f"{audit.n_issues} image{'s' if audit.n_issues != 1 else ''} " in body
+    assert "flagged for review: each confidently another class" in body
     for name in audits.QUEUES:
         assert reverse(f"label-audit-{name}", kwargs={"pk": audit.pk}) in body
 
@@ -437,7 +441,7 @@ def test_api_reads_an_audit_and_its_scores_in_each_order(client, audited):
     assert detail["weak"] is False and detail["warning"] == ""
     assert detail["weak_classes"] == [] and isinstance(detail["suggestions"], list)
     assert detail["default_sort"] == audits.DEFAULT_SORT and detail["mode"] == "fast"
-    assert [s["image_id"] for s in scores][0] == wrong.pk and len(scores) == 2
+    assert [s["image_id"] for s in scores["items"]][0] == wrong.pk and len(scores["items"]) == 2
     assert bad.status_code == 400 and "sort" in bad.json()["errors"]
 
 
@@ -575,6 +579,8 @@ def test_an_audit_from_before_trust_checks_shows_its_count_without_a_trust_line(
     detail = client.get(f"/api/v1/label-audits/{audit.pk}", headers=_token(reviewer())).json()
 
     assert "Estimated label issues" in page and "no range" in page and "data-trust" not in page
+    assert "confident learning's count, scaled to each class's size" in page
+    assert "flagged for review" in page
     assert detail["issues_range"] is None and detail["weak"] is None
     assert detail["oof_accuracy"] is None and detail["warning"] == ""
 

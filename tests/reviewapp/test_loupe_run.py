@@ -88,6 +88,10 @@ def test_loupe_run_serves_then_ctrl_c_stops_web_worker_and_redis(embedded_env, t
     assert returncode == 0, output
     assert "Loupe is ready at" in output and "Stopped." in output
     assert "Created the admin account 'admin'" in output
+    # How to sign in comes right after "ready"; the probe's start-up 503s are no ERROR.
+    ready = output[output.index("Loupe is ready at") :].splitlines()
+    assert f"Sign in at http://127.0.0.1:{port}/accounts/login/ as 'admin'" in "\n".join(ready[:4])
+    assert "ERROR django.request" not in output and "Service Unavailable" not in output
     assert "The embedded Redis process exited" in output and "is running again" in output
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"left running: {alive}"

@@ -30,6 +30,7 @@ from reviewapp.models import (
     LabelAudit,
     ModelVersion,
     Project,
+    SecondOpinion,
     TrainingRun,
     UploadBatch,
     Webhook,
@@ -82,6 +83,7 @@ class World:
     webhook: object = None  # Webhooks: one, to a loopback port nothing is sent to
     notification: object = None  # Notifications: the approver's, about `run`
     caller: object = None  # the user an API case is sent as, for API_SETUP to use
+    opinion: object = None  # Second opinions: a pending relabel of `image`, by nobody now
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +129,9 @@ def world() -> World:
         project=project, url="http://127.0.0.1:9/hook", events=["run.failed"]
     )
     world.notification = _notification_for(users["approver"], world)
+    world.opinion = SecondOpinion.objects.create(
+        project=project, image=image, from_category=category, to_category=other_category
+    )
     return world
 
 
@@ -251,6 +256,9 @@ PAGES = [
     Row("api-token-create",      "POST", LOGIN, 200,     200,     200,
         body=lambda w: {"name": "laptop"}),
     Row("api-token-revoke",      "POST", LOGIN, 302,     302,     302, pk="token"),
+    # A reviewer's own queue setting: only someone who can decide has cards to advance through.
+    Row("reviewer-auto-advance", "POST", LOGIN, 403,     302,     302,
+        body=lambda w: {"auto_advance": "1"}),
     # Notifications are their user's own, like tokens; another user's is a 404.
     Row("notifications",         "GET",  LOGIN, 200,     200,     200),
     Row("notifications-bell",    "GET",  LOGIN, 200,     200,     200),
@@ -272,6 +280,7 @@ PAGES = [
     Row("image-detail",          "GET",  LOGIN, 403,     200,     200, pk="image"),
     Row("image-file",            "GET",  LOGIN, 403,     200,     200, pk="image"),
     Row("image-thumbnail",       "GET",  LOGIN, 403,     200,     200, pk="image"),
+    Row("image-focus",           "GET",  LOGIN, 403,     200,     200, pk="image"),
     # Categories
     Row("category-list",         "GET",  LOGIN, 403,     200,     200),
     Row("category-create",       "POST", LOGIN, 403,     302,     302,
@@ -299,6 +308,11 @@ PAGES = [
     Row("image-decide",          "POST", LOGIN, 403,     302,     302, pk="image", body=_decision),
     Row("image-undo",            "POST", LOGIN, 403,     302,     302, pk="image",
         body=lambda w: {"revision": w.image.revision}),
+    Row("review-claims-renew",   "POST", LOGIN, 403,     204,     204),
+    Row("review-claims-release", "POST", LOGIN, 403,     204,     204),
+    Row("second-opinion-queue",  "GET",  LOGIN, 403,     200,     200),
+    Row("second-opinion-resolve", "POST", LOGIN, 403,    302,     302, pk="opinion",
+        body=lambda w: {"action": "agree", "revision": w.image.revision}),
     Row("project-activity",      "GET",  LOGIN, 403,     200,     200),
     Row("project-trash",         "GET",  LOGIN, 403,     200,     200),
     Row("dataset-export-zip",    "GET",  LOGIN, 403,     200,     200),
@@ -312,16 +326,20 @@ PAGES = [
         setup=lambda w: _onnx_setup(w)),
     Row("model-version-onnx-spec", "GET", LOGIN, 403,    200,     200, pk="version",
         setup=lambda w: _onnx_setup(w)),
-    # Approval and rollout: approvers only; a refused stage change or rollback
-    # is a message on the page it redirects to.
+    # Approval and rollout: approvers only. A stage change or rollback asks first (GET);
+    # a refused one (the world's version is a candidate, nothing is live) answers 400.
     Row("model-version-approval", "GET", LOGIN, 403,     403,     200, pk="version"),
     Row("model-version-approval", "POST", LOGIN, 403,    403,     302, pk="version",
         body=lambda w: {"action": "approve", "note": "ok", "override_reason": "tested"}),
-    Row("model-version-stage",   "POST", LOGIN, 403,     403,     302, pk="version",
-        body=lambda w: {"stage": "shadow"}),
+    Row("model-version-stage",   "GET",  LOGIN, 403,     403,     400, pk="version",
+        query=lambda w: {"stage": "shadow"}),
+    Row("model-version-stage",   "POST", LOGIN, 403,     403,     400, pk="version",
+        body=lambda w: {"stage": "shadow", "confirm": "1"}),
     Row("project-rollout",       "GET",  LOGIN, 403,     403,     200),
     Row("project-rollout-policy", "POST", LOGIN, 403,    403,     302, body=_rollout_policy),
-    Row("project-rollback",      "POST", LOGIN, 403,     403,     302),
+    Row("project-rollback",      "GET",  LOGIN, 403,     403,     400),
+    Row("project-rollback",      "POST", LOGIN, 403,     403,     400,
+        body=lambda w: {"confirm": "1"}),
     # Serving. Predicting needs view_project; the world has no live version, so
     # a permitted POST gets 409 (the page's "no live model" answer). Client tokens are for
     # approvers; deciding on predictions needs change_image, like deciding on images.
@@ -594,6 +612,8 @@ def _api_url(path: str, w: World) -> str:
         "audit_id": w.audit.pk,
         "webhook_id": w.webhook.pk,
         "id": w.notification.pk,
+        "batch_id": w.batch.pk,
+        "opinion_id": w.opinion.pk,
     }
     for name, value in values.items():
         path = path.replace(f"{{{name}}}", str(value))
@@ -700,11 +720,17 @@ def _rollout_setup(w: World, *, live: bool) -> None:
         rollout.version_approve(version=version, actor=actor, note="ok", override_reason="t")
     if live:
         rollout.version_stage_set(version=w.version, stage="live", actor=actor)
-        rollout.version_stage_set(version=w.other_version, stage="limited", actor=actor)
+        rollout.version_stage_set(
+            version=w.other_version, stage="limited", actor=actor, reason="tested"
+        )
 
 
 # Label audits
 API_BODIES |= {"label_audit_start": lambda w: {"mode": "fast", "k": 2}}
+# Second opinions: the world's pending relabel has no proposer left, so anyone may agree.
+API_BODIES |= {
+    "second_opinion_resolve": lambda w: {"action": "agree", "revision": w.image.revision}
+}
 
 
 def _audit_running(w: World) -> None:

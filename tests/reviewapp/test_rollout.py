@@ -140,7 +140,8 @@ def test_approval_summary_compares_with_live_and_warns(world):
     assert "Trained from scratch" in text
     assert "Few images" in text and "cat (3)" in text and "dog (1)" in text
     assert "Low review coverage: 0 of 1 flagged" in text
-    assert "Lower validation accuracy than live" in text
+    assert "v2's accuracy is 40.0 points below live v1's (tolerance 1.0)" in text
+    assert not summary.accuracy_ok
 
 
 def test_only_a_candidate_can_be_approved(world):
@@ -149,7 +150,140 @@ def test_only_a_candidate_can_be_approved(world):
         rollout.version_approve(version=version, actor=world.user, note="Again.")
 
 
+def with_accuracy(version, accuracy: float) -> ModelVersion:
+    version.metrics = {**version.metrics, "accuracy": accuracy}
+    version.save(update_fields=["metrics"])
+    return version
+
+
+def test_approval_worse_than_live_beyond_the_tolerance_needs_a_reason(world):
+    with_accuracy(live(world), 0.9)
+    version = with_accuracy(new_version(world), 0.785)
+
+    with pytest.raises(
+        RolloutError, match=r"v2's accuracy is 11.5 points below live v1's \(tolerance 1.0\)"
+    ):
+        rollout.version_approve(version=version, actor=world.user, note="Ship it.")
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.CANDIDATE
+    # The coverage override does not stand in for it.
+    with pytest.raises(RolloutError, match="accuracy reason"):
+        rollout.version_approve(
+            version=version, actor=world.user, note="Ship it.", override_reason="Reviewed."
+        )
+
+    rollout.version_approve(
+        version=version, actor=world.user, note="Ship it.", accuracy_reason="Fixes dogs."
+    )
+
+    event = RolloutEvent.objects.filter(version=version).last()
+    assert event.to_stage == Stage.APPROVED
+    assert event.reason == (
+        "Ship it.\nBelow live accuracy (v2's accuracy is 11.5 points below live v1's "
+        "(tolerance 1.0)): Fixes dogs."
+    )
+
+
+def test_approval_within_the_tolerance_needs_no_accuracy_reason(world):
+    world.project.approval_tolerance = 0.02
+    world.project.save()
+    with_accuracy(live(world), 0.9)
+    version = with_accuracy(new_version(world), 0.88)  # 2 points: exactly the tolerance
+
+    summary = rollout.approval_summary(version=version)
+    rollout.version_approve(version=version, actor=world.user, note="Close enough.")
+
+    assert summary.accuracy_ok
+    assert "within the tolerance of 2.0 points" in " ".join(summary.warnings)
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.APPROVED
+
+
 # Stages -------------------------------------------------------------------------------
+
+
+def test_skipping_shadow_needs_a_reason_and_the_timeline_keeps_it(world):
+    live(world)
+    version = approved(world)
+
+    with pytest.raises(RolloutError, match="Moving v2 to limited at 5% skips shadow. Write a"):
+        rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.APPROVED
+
+    rollout.version_stage_set(
+        version=version, stage="limited", actor=world.user, reason="Hotfix for dogs."
+    )
+
+    event = RolloutEvent.objects.filter(version=version).last()
+    assert (event.to_stage, event.traffic_share) == (Stage.LIMITED, 5)
+    assert event.reason == "Skipped shadow: Hotfix for dogs."
+
+
+def test_skipping_limited_steps_needs_a_reason_but_the_next_step_does_not(world):
+    live(world)
+    version = approved(world)
+    rollout.version_stage_set(version=version, stage="shadow", actor=world.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+
+    with pytest.raises(RolloutError, match="skips the limited steps 25% and 50%"):
+        rollout.version_stage_set(version=version, stage="live", actor=world.user)
+    with pytest.raises(RolloutError, match="skips limited 25%"):
+        rollout.version_stage_set(version=version, stage="limited", share=30, actor=world.user)
+    rollout.version_stage_set(version=version, stage="limited", share=20, actor=world.user)
+
+    assert ModelVersion.objects.get(pk=version.pk).traffic_share == 20
+
+
+def test_stage_change_plan_says_what_will_happen(world):
+    old = live(world)
+    version = approved(world)
+
+    shadow = rollout.stage_change_plan(version=version, stage="shadow")
+    limited = rollout.stage_change_plan(version=version, stage="limited", share=25)
+    live_plan = rollout.stage_change_plan(version=version, stage="live")
+
+    assert not shadow.needs_reason
+    assert shadow.summary == (
+        "v2 will answer a copy of every request unseen (shadow); traffic does not change: "
+        "v1 keeps serving it."
+    )
+    assert limited.summary == "v2 will serve 25% of traffic (limited); v1 keeps 75%."
+    assert limited.skipped == ["shadow", "limited 5%"]
+    assert live_plan.summary == "v2 will serve 100% of traffic; v1 will be retired."
+    assert (live_plan.stage, live_plan.share, live_plan.live) == (Stage.LIVE, 100, old)
+    assert live_plan.title == "Make v2 live?"
+    assert not RolloutEvent.objects.filter(version=version).exclude(to_stage="approved").exists()
+
+
+def test_rollback_plan_names_both_versions(world):
+    old = live(world)
+    version = approved(world)
+    rollout.version_stage_set(
+        version=version, stage="limited", share=50, actor=world.user, reason="x"
+    )
+    assert rollout.rollback_plan(project=world.project).summary == (
+        "v2 leaves traffic and goes back to approved; v1 will serve 100%."
+    )
+    rollout.version_stage_set(version=version, stage="live", actor=world.user)
+    plan = rollout.rollback_plan(project=world.project)
+
+    assert plan.summary == (
+        "Roll back to v1: v1 will serve 100%; v2 goes back to approved and serves nothing."
+    )
+    assert plan.restored == old
+
+
+def test_a_rollback_confirmed_for_another_state_is_a_conflict(world):
+    live(world)
+    version = approved(world)
+    rollout.version_stage_set(
+        version=version, stage="limited", share=50, actor=world.user, reason="x"
+    )
+    seen = rollout.rollback_plan(project=world.project).seen
+    rollout.version_stage_set(version=version, stage="live", actor=world.user)
+
+    with pytest.raises(RolloutConflict, match="Traffic changed since you looked"):
+        rollout.project_rollback(project=world.project, actor=world.user, seen=seen)
+
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.LIVE
 
 
 def test_full_path_shadow_limited_steps_live_retires_the_old_live(world):
@@ -183,10 +317,12 @@ def test_full_path_shadow_limited_steps_live_retires_the_old_live(world):
 def test_a_given_share_and_live_promote_directly_from_limited(world):
     old = live(world)
     version = approved(world)
-    rollout.version_stage_set(version=version, stage="limited", share=10, actor=world.user)
+    rollout.version_stage_set(
+        version=version, stage="limited", share=10, actor=world.user, reason="Canary."
+    )
     assert version.traffic_share == 10
 
-    rollout.version_stage_set(version=version, stage="live", actor=world.user)
+    rollout.version_stage_set(version=version, stage="live", actor=world.user, reason="Hotfix.")
 
     assert ModelVersion.objects.get(pk=version.pk).stage == Stage.LIVE
     assert ModelVersion.objects.get(pk=old.pk).stage == Stage.RETIRED
@@ -198,7 +334,7 @@ def test_the_project_rollout_steps_are_followed(world):
     live(world)
     version = approved(world)
 
-    rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=world.user, reason="Canary.")
     assert version.traffic_share == 10
     rollout.version_stage_set(version=version, stage="limited", actor=world.user)
     assert version.stage == Stage.LIVE
@@ -219,15 +355,17 @@ def test_the_first_version_goes_live_directly_but_limited_needs_a_live_one(world
     rollout.version_stage_set(version=first, stage="live", actor=world.user)
 
     assert ModelVersion.objects.get(pk=first.pk).stage == Stage.LIVE
+    assert RolloutEvent.objects.filter(version=first).last().reason == ""  # nothing skipped
     second = approved(world)
-    with pytest.raises(RolloutError, match="move v2 to limited first"):
+    with pytest.raises(RolloutError, match="skips shadow and the limited steps 5%, 25% and 50%"):
         rollout.version_stage_set(version=second, stage="live", actor=world.user)
+    assert ModelVersion.objects.get(pk=second.pk).stage == Stage.APPROVED
 
 
 def test_at_most_one_limited_version(world):
     live(world)
     first, second = approved(world), approved(world)
-    rollout.version_stage_set(version=first, stage="limited", actor=world.user)
+    rollout.version_stage_set(version=first, stage="limited", actor=world.user, reason="Canary.")
 
     with pytest.raises(RolloutError, match="v2 is already limited at 5%"):
         rollout.version_stage_set(version=second, stage="limited", actor=world.user)
@@ -273,7 +411,9 @@ def test_concurrent_limited_requests_let_exactly_one_through(world):
     def push(version):
         try:
             barrier.wait()
-            rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+            rollout.version_stage_set(
+                version=version, stage="limited", actor=world.user, reason="Canary."
+            )
             outcomes.append("ok")
         except RolloutError as exc:
             outcomes.append(str(exc))
@@ -296,7 +436,7 @@ def test_concurrent_limited_requests_let_exactly_one_through(world):
 def test_rollback_from_limited_returns_all_traffic_to_live(world):
     old = live(world)
     version = approved(world)
-    rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=world.user, reason="Canary.")
 
     made = rollout.project_rollback(project=world.project, actor=world.user, reason="Spike.")
 
@@ -313,7 +453,9 @@ def test_rollback_from_limited_returns_all_traffic_to_live(world):
 def test_rollback_from_a_freshly_promoted_live_restores_the_previous_live(world):
     old = live(world)
     version = approved(world)
-    rollout.version_stage_set(version=version, stage="limited", share=50, actor=world.user)
+    rollout.version_stage_set(
+        version=version, stage="limited", share=50, actor=world.user, reason="Canary."
+    )
     rollout.version_stage_set(version=version, stage="live", actor=world.user)
 
     rollout.project_rollback(project=world.project, actor=world.user, reason="Complaints.")
@@ -377,7 +519,7 @@ def limited_disagreeing(w, *, n=30, disagree=10):
     """A limited version at 5% that disagreed with live on ``disagree`` of ``n`` requests."""
     current = live(w)
     version = approved(w)
-    rollout.version_stage_set(version=version, stage="limited", actor=w.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=w.user, reason="Canary.")
     requests = predictions(current, n)
     predictions(version, disagree, label="dog", request_ids=requests)
     predictions(version, n - disagree, label="cat", request_ids=requests[disagree:])
@@ -422,7 +564,7 @@ def test_a_paused_version_resumes_when_the_threshold_allows_expansion(world):
     rollout.project_policy_update(project=world.project, max_shadow_disagreement=0.5)
     version.project.refresh_from_db()
 
-    rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=world.user, reason="Canary.")
 
     version.refresh_from_db()
     assert (version.traffic_share, version.paused_reason) == (25, "")
@@ -444,7 +586,7 @@ def test_limited_versions_guard_pauses_every_exceeding_version(world):
 def test_override_and_low_confidence_guardrails_pause_too(world):
     live(world)
     version = approved(world)
-    rollout.version_stage_set(version=version, stage="limited", actor=world.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=world.user, reason="Canary.")
     predictions(version, 20, review="corrected", confidence=0.1)
 
     names = [g.name for g in rollout.version_guard(version=version)]

@@ -137,7 +137,7 @@ def test_bootstrap_creates_one_admin_and_prints_the_password_once(monkeypatch):
     call_command("loupe_bootstrap", stdout=second)
 
     admin = User.objects.get(is_superuser=True)
-    password = first.getvalue().split("Its password is: ")[1].split()[0]
+    password = first.getvalue().split("with the password: ")[1].split()[0]
     assert admin.username == "admin" and admin.check_password(password)
     assert "password" not in second.getvalue()
     assert "demo project" in second.getvalue()
@@ -155,3 +155,16 @@ def test_bootstrap_takes_the_password_from_the_environment(monkeypatch):
 
     assert User.objects.get(username="ada").check_password("s3cret-enough-pass")
     assert "s3cret" not in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_healthz_503_is_not_logged_as_a_server_error(celery_app, caplog):
+    with caplog.at_level("DEBUG"):
+        probe = Client().get("/healthz", headers={"X-Loupe-Probe": "startup"})
+        plain = Client().get("/healthz")
+
+    assert probe.status_code == plain.status_code == 503
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    health = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.endswith("health")]
+    assert [level for level, _ in health] == ["DEBUG", "WARNING"]
+    assert all("no Celery worker answered" in message for _, message in health)

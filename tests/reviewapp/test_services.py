@@ -38,10 +38,19 @@ def test_changing_the_seed_resplits_every_image():
 
 def test_categories_get_the_next_free_hotkey():
     project = ProjectFactory()
-    names = [str(n) for n in range(11)]
+    names = [f"class {n}" for n in range(12)]
     hotkeys = [services.category_create(project=project, name=n).hotkey for n in names]
 
-    assert hotkeys == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "", ""]
+    # 1-9, then 0, then the letters the queues do not use as action keys.
+    assert hotkeys == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0", "a", "b"]
+
+
+def test_a_class_named_by_a_digit_gets_that_digit():
+    """The digits demo: class "0" gets key 0 ... "9" gets key 9."""
+    project = ProjectFactory()
+    hotkeys = [services.category_create(project=project, name=str(n)).hotkey for n in range(10)]
+
+    assert hotkeys == [str(n) for n in range(10)]
 
 
 def test_category_duplicate_name_and_hotkey_are_refused():

@@ -321,8 +321,8 @@ def test_cancel_while_scoring_discards_the_version(project, monkeypatch):
     run = queued_run(project)
     real_flush = training._flush
 
-    def cancel_after_first_chunk(batch, progress):
-        n = real_flush(batch, progress)
+    def cancel_after_first_chunk(batch):
+        n = real_flush(batch)
         TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
         return n
 

@@ -1,5 +1,7 @@
 """The categories page: add, rename, hotkeys, order, merge, delete; rows swap in place."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -179,12 +181,36 @@ def test_category_hotkey_conflict_shows_error_and_keeps_input(client, cat, dog):
     assert (dog.name, dog.hotkey) == ("dog", "2")
 
 
-def test_category_hotkey_must_be_a_digit_from_1_to_9(client, cat):
+def test_category_hotkey_refuses_an_action_key_with_its_action(client, cat):
     client.force_login(reviewer())
-    response = client.post(row_url("category-update", cat), row_data(cat, hotkey="0"), **HTMX)
-    assert "A hotkey is one digit from 1 to 9." in html(response)
+    response = client.post(row_url("category-update", cat), row_data(cat, hotkey="x"), **HTMX)
+    assert "&#x27;x&#x27; is the review queues&#x27; key to delete (to the trash)" in html(response)
     cat.refresh_from_db()
     assert cat.hotkey == "1"
+
+
+@pytest.mark.parametrize("key", ["0", "a", "z"])
+def test_category_hotkey_may_be_0_or_a_free_letter(client, cat, key):
+    client.force_login(reviewer())
+    response = client.post(row_url("category-update", cat), row_data(cat, hotkey=key), **HTMX)
+    assert response.status_code == 200 and "Saved" in html(response)
+    cat.refresh_from_db()
+    assert cat.hotkey == key
+
+
+def test_category_hotkey_input_lets_0_and_letters_through(client, cat):
+    """The old pattern [1-9] made the browser refuse 0 ("Please match the requested format")."""
+    client.force_login(reviewer())
+    page = html(client.get(reverse("category-list", args=[cat.project.slug])))
+    patterns = set(re.findall(r'name="hotkey"[^>]*pattern="([^"]+)"', page))
+    assert patterns == {"[0-9a-z]"}
+    assert "except c, j, k, n, o, s, u, x" in page
+
+
+def test_category_hotkey_upper_case_is_refused(client, cat):
+    client.force_login(reviewer())
+    response = client.post(row_url("category-update", cat), row_data(cat, hotkey="A"), **HTMX)
+    assert "A hotkey is one digit (0-9) or one lower-case letter." in html(response)
 
 
 def test_category_hotkey_can_be_cleared(client, cat):

@@ -39,7 +39,24 @@ def test_project_list_refuses_user_without_group(client):
     client.force_login(UserFactory())
     response = client.get(reverse("project-list"))
     assert response.status_code == 403
-    assert "You cannot open this page" in html(response)
+    page = html(response)
+    assert "You cannot do this" in page
+    assert "<code>reviewapp.view_project</code>" in page
+    assert "You are in no group yet." in page
+    assert "<em>approvers</em> or <em>reviewers</em>" in page
+
+
+def test_403_names_the_missing_permission_and_keeps_the_project_nav(client):
+    project = ProjectFactory(name="Bears")
+    client.force_login(reviewer())
+    response = client.get(reverse("project-settings", args=[project.slug]))
+    assert response.status_code == 403
+    page = html(response)
+    assert "<code>reviewapp.change_project</code>" in page
+    # A reviewer is not told to join the group she is in.
+    assert "You are in <em>reviewers</em>, which does not include it." in page
+    assert "add you to <em>approvers</em>" in page
+    assert 'class="project-nav"' in page and "Back to Bears" in page
 
 
 def test_project_list_shows_projects_with_active_image_counts(client):
@@ -61,9 +78,26 @@ def test_project_list_shows_projects_with_active_image_counts(client):
 def test_empty_project_list_offers_the_demo_to_approvers(client):
     client.force_login(approver())
     page = html(client.get(reverse("project-list")))
-    assert "Create the demo project" in page
+    assert "Add the digits demo project" in page
     assert reverse("demo-project-create") in page
     assert reverse("project-create") in page
+
+
+def test_demo_button_stays_once_other_projects_exist(client):
+    ProjectFactory(name="Birds")
+    client.force_login(approver())
+    page = html(client.get(reverse("project-list")))
+    assert "Add the digits demo project" in page
+    assert reverse("demo-project-create") in page
+
+
+def test_demo_button_is_disabled_with_a_link_once_the_demo_exists(client):
+    demo_project, _ = demo.demo_project_create()
+    client.force_login(approver())
+    page = html(client.get(reverse("project-list")))
+    assert reverse("demo-project-create") not in page
+    assert 'disabled aria-describedby="demo-exists"' in page
+    assert f'Already added: <a href="{demo_project.get_absolute_url()}"' in page
 
 
 def test_project_create_makes_the_project_and_opens_it(client):

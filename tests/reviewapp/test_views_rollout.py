@@ -78,6 +78,35 @@ def test_approval_page_shows_metrics_against_live_coverage_warnings_and_timeline
     assert "No approval or stage change yet" in page
 
 
+def test_a_needed_override_reason_is_not_labelled_optional_and_an_unneeded_one_is_hidden(w):
+    low = html(w.client.get(approval_url(w.version(flagged=2))))
+    fine = html(w.client.get(approval_url(w.version())))
+
+    label = low.split('for="id_override_reason"')[1].split("</label>")[0]
+    assert "Override reason" in label and "optional" not in label
+    assert "Required: too few of its flagged images were reviewed" in low
+    assert 'name="override_reason"' not in fine
+
+
+def test_approval_below_live_accuracy_says_why_and_needs_its_own_reason(w):
+    old = make_live(w)
+    ModelVersion.objects.filter(pk=old.pk).update(metrics={"accuracy": 0.9})
+    version = w.version()
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={"accuracy": 0.785})
+    body = {"action": "approve", "note": "Ship.", "seen": "candidate:0"}
+
+    page = html(w.client.get(approval_url(version)))
+    refused = w.client.post(approval_url(version), body, **HTMX)
+    accepted = w.client.post(approval_url(version), body | {"accuracy_reason": "Fixes dogs."})
+
+    assert "v2&#x27;s accuracy is 11.5 points below live v1&#x27;s (tolerance 1.0)" in page
+    assert 'name="accuracy_reason"' in page and 'name="override_reason"' not in page
+    assert refused.status_code == 400
+    assert "Write why you approve it anyway (the accuracy reason)" in html(refused)
+    assert accepted.status_code == 302
+    assert "Fixes dogs." in RolloutEvent.objects.filter(version=version).last().reason
+
+
 def test_approving_with_a_note_redirects_back_and_records_the_event(w):
     version = w.version()
 
@@ -152,30 +181,90 @@ def test_a_decision_on_a_version_that_changed_meanwhile_is_a_409(w):
 def test_stage_buttons_move_a_version_and_report_with_a_message(w):
     make_live(w)
     version = make_approved(w)
+    rollout.version_stage_set(version=version, stage="shadow", actor=w.user)
+    body = {"stage": "limited", "share": "5", "seen": "shadow:0", "confirm": "1"}
 
-    response = w.client.post(
-        stage_url(version), {"stage": "limited", "share": "5", "seen": "approved:0"}, follow=True
-    )
+    response = w.client.post(stage_url(version), body, follow=True)
 
     assert response.redirect_chain[-1][0] == ROLLOUT_URL
     assert "v2 is now limited at 5%." in html(response)
     assert ModelVersion.objects.get(pk=version.pk).traffic_share == 5
 
 
-def test_a_refused_stage_change_shows_the_reason_on_the_page_it_came_from(w):
+def test_a_stage_button_asks_first_and_says_what_will_happen(w):
+    make_live(w)
+    version = make_approved(w)
+    rollout.version_stage_set(version=version, stage="limited", actor=w.user, reason="x")
+    query = {"stage": "limited", "seen": "limited:5", "next": approval_url(version)}
+
+    page = html(w.client.get(stage_url(version), query))
+    partial = w.client.get(stage_url(version), query | {"share": "50"}, **HTMX)
+    live = html(w.client.get(stage_url(version), {"stage": "live"}))
+
+    assert "Send 25% of traffic to v2?" in page and LAYOUT in page
+    assert "v2 will serve 25% of traffic (limited); v1 keeps 75%." in page
+    assert 'name="confirm" value="1"' in page and 'name="share" value="25"' in page
+    assert f'name="next" value="{approval_url(version)}"' in page
+    assert f'href="{approval_url(version)}" data-dialog-close>Cancel' in page
+    assert LAYOUT not in html(partial)
+    assert html(partial).lstrip().startswith('<section class="card rollout-confirm"')
+    assert "skips limited 25%: write why" in html(partial)
+    assert "v2 will serve 100% of traffic; v1 will be retired." in live
+    assert "skips the limited steps 25% and 50%" in live
+    assert ModelVersion.objects.get(pk=version.pk).traffic_share == 5  # a GET moves nothing
+
+
+def test_an_unconfirmed_post_moves_no_traffic(w):
+    old = make_live(w)
+    version = make_approved(w)
+    rollout.version_stage_set(version=version, stage="limited", share=50, actor=w.user, reason="x")
+    events = RolloutEvent.objects.count()
+
+    response = w.client.post(stage_url(version), {"stage": "live", "seen": "limited:50"})
+
+    assert response.status_code == 400
+    assert "Nothing has moved yet" in html(response)
+    assert "v2 will serve 100% of traffic; v1 will be retired." in html(response)
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.LIMITED
+    assert ModelVersion.objects.get(pk=old.pk).stage == Stage.LIVE
+    assert RolloutEvent.objects.count() == events
+
+
+def test_skipping_shadow_without_a_reason_is_refused_in_the_dialog(w):
+    make_live(w)
+    version = make_approved(w)
+    body = {"stage": "limited", "share": "5", "seen": "approved:0", "confirm": "1"}
+
+    refused = w.client.post(stage_url(version), body, **HTMX)
+    accepted = w.client.post(stage_url(version), body | {"reason": "Hotfix."}, **HTMX)
+
+    assert refused.status_code == 400 and LAYOUT not in html(refused)
+    assert "Moving v2 to limited at 5% skips shadow. Write a reason" in html(refused)
+    assert 'name="confirm" value="1"' in html(refused)  # the dialog stays, to write one
+    assert accepted.status_code == 200 and accepted["HX-Redirect"] == ROLLOUT_URL
+    event = RolloutEvent.objects.filter(version=version).last()
+    assert event.reason == "Skipped shadow: Hotfix."
+    assert "Skipped shadow: Hotfix." in html(w.client.get(approval_url(version)))
+
+
+def test_a_refused_stage_change_says_why_and_offers_no_confirm(w):
     version = w.version()
-    body = {"stage": "shadow", "next": approval_url(version)}
+    query = {"stage": "shadow", "next": approval_url(version)}
 
-    response = w.client.post(stage_url(version), body, follow=True)
+    response = w.client.get(stage_url(version), query)
+    posted = w.client.post(stage_url(version), query | {"confirm": "1"})
 
-    assert response.redirect_chain[-1][0] == approval_url(version)
+    assert response.status_code == 400
     assert "v1 is not approved yet: approve it first." in html(response)
+    assert 'name="confirm"' not in html(response)
+    assert posted.status_code == 400 and "not approved yet" in html(posted)
     assert not RolloutEvent.objects.exists()
 
 
 def test_stage_change_never_redirects_off_site(w):
     version = make_approved(w)
-    response = w.client.post(stage_url(version), {"stage": "shadow", "next": "https://evil.test/"})
+    body = {"stage": "shadow", "next": "https://evil.test/", "confirm": "1"}
+    response = w.client.post(stage_url(version), body)
     assert response["Location"] == ROLLOUT_URL
 
 
@@ -185,7 +274,7 @@ def test_stage_change_never_redirects_off_site(w):
 def test_rollout_page_lists_versions_shares_guardrails_and_next_steps(w):
     old = make_live(w)
     version = make_approved(w)
-    rollout.version_stage_set(version=version, stage="limited", actor=w.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=w.user, reason="x")
     requests = prediction_rows(old, 25)
     prediction_rows(version, 25, label="dog", request_ids=requests)
     rollout.version_guard(version=version)
@@ -199,6 +288,7 @@ def test_rollout_page_lists_versions_shares_guardrails_and_next_steps(w):
     assert "Paused by a guardrail: Disagreement with live 100%" in row
     assert "Disagreement with live: <strong>100%</strong>" in row and "exceeded" in row
     assert "Expand to 25%" in row
+    assert f'hx-get="{stage_url(version)}"' in row and 'method="get"' in row
     candidate_row = page.split(f'id="rollout-version-{candidate.pk}"')[1].split("</tr>")[0]
     assert "Review for approval" in candidate_row
     assert "<svg" in page and "v1 live: <strong>100%</strong>" in page  # paused: live takes all
@@ -217,13 +307,11 @@ def test_rollout_page_htmx_refresh_returns_only_the_table(w):
 def test_expansion_refused_by_a_guardrail_shows_the_reason(w):
     old = make_live(w)
     version = make_approved(w)
-    rollout.version_stage_set(version=version, stage="limited", actor=w.user)
+    rollout.version_stage_set(version=version, stage="limited", actor=w.user, reason="x")
     requests = prediction_rows(old, 20)
     prediction_rows(version, 20, label="dog", request_ids=requests)
 
-    response = w.client.post(
-        stage_url(version), {"stage": "limited", "seen": "limited:5"}, follow=True
-    )
+    response = w.client.get(stage_url(version), {"stage": "limited", "seen": "limited:5"})
 
     assert "Expansion of v2 to 25% refused: Disagreement with live 100%" in html(response)
     assert ModelVersion.objects.get(pk=version.pk).traffic_share == 5
@@ -232,12 +320,19 @@ def test_expansion_refused_by_a_guardrail_shows_the_reason(w):
 def test_rollback_button_returns_traffic_to_the_previous_live(w):
     old = make_live(w)
     version = make_approved(w)
-    rollout.version_stage_set(version=version, stage="limited", share=50, actor=w.user)
+    rollout.version_stage_set(version=version, stage="limited", share=50, actor=w.user, reason="x")
     rollout.version_stage_set(version=version, stage="live", actor=w.user)
     url = reverse("project-rollback", kwargs={"slug": "bears"})
 
-    response = w.client.post(url, {"reason": "Bad answers."}, follow=True)
+    confirm = html(w.client.get(url))
+    stray = w.client.post(url, {"reason": "Bad answers."})
+    seen = rollout.rollback_plan(project=w.project).seen
+    body = {"reason": "Bad answers.", "seen": seen, "confirm": "1"}
+    response = w.client.post(url, body, follow=True)
 
+    expected = "Roll back to v1: v1 will serve 100%; v2 goes back to approved and serves nothing."
+    assert expected in confirm and f'name="seen" value="{seen}"' in confirm
+    assert stray.status_code == 400 and "Nothing has moved yet" in html(stray)
     assert "Rolled back v2: v1 serves all traffic." in html(response)
     assert ModelVersion.objects.get(pk=old.pk).stage == Stage.LIVE
     assert "Bad answers." in RolloutEvent.objects.filter(version=old).last().reason
@@ -245,14 +340,32 @@ def test_rollback_button_returns_traffic_to_the_previous_live(w):
 
 def test_rollback_with_nothing_live_says_so(w):
     url = reverse("project-rollback", kwargs={"slug": "bears"})
-    response = w.client.post(url, follow=True)
-    assert "Nothing to roll back" in html(response)
+    response = w.client.post(url, {"confirm": "1"})
+    assert response.status_code == 400
+    assert "Nothing to roll back" in html(response) and 'name="confirm"' not in html(response)
+
+
+def test_a_rollback_confirmed_for_another_state_is_refused(w):
+    make_live(w)
+    version = make_approved(w)
+    rollout.version_stage_set(version=version, stage="limited", share=50, actor=w.user, reason="x")
+    seen = rollout.rollback_plan(project=w.project).seen
+    rollout.version_stage_set(version=version, stage="live", actor=w.user)
+    url = reverse("project-rollback", kwargs={"slug": "bears"})
+
+    response = w.client.post(url, {"seen": seen, "confirm": "1"}, **HTMX)
+
+    assert response.status_code == 409
+    assert "Traffic changed since you looked" in html(response)
+    assert "Roll back to v1" in html(response)  # the new plan, to confirm again
+    assert ModelVersion.objects.get(pk=version.pk).stage == Stage.LIVE
 
 
 def test_policy_form_saves_and_refuses_bad_steps(w):
     url = reverse("project-rollout-policy", kwargs={"slug": "bears"})
     policy = {
         "approval_coverage": "0.5",
+        "approval_tolerance": "0.02",
         "rollout_steps": "10, 100",
         "max_shadow_disagreement": "0.1",
         "max_override_rate": "0.2",
@@ -268,6 +381,7 @@ def test_policy_form_saves_and_refuses_bad_steps(w):
     assert good.status_code == 302
     w.project.refresh_from_db()
     assert (w.project.rollout_steps, w.project.approval_coverage) == ("10,100", 0.5)
+    assert w.project.approval_tolerance == 0.02
 
 
 # Who sees what --------------------------------------------------------------------------------
@@ -280,6 +394,8 @@ def test_reviewers_get_403_on_every_rollout_page(w, client):
         ("get", approval_url(version)),
         ("post", approval_url(version)),
         ("post", stage_url(version)),
+        ("get", stage_url(version)),
+        ("get", reverse("project-rollback", kwargs={"slug": "bears"})),
         ("get", ROLLOUT_URL),
         ("post", reverse("project-rollout-policy", kwargs={"slug": "bears"})),
         ("post", reverse("project-rollback", kwargs={"slug": "bears"})),

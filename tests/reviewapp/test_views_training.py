@@ -153,6 +153,40 @@ def test_a_running_run_polls_and_shows_batch_progress(user_client, project):
     assert "Cancel run" in page
 
 
+def test_the_polled_partial_carries_times_data_and_scoring_progress(user_client, project):
+    run = training.training_run_create(project=project, config=TINY_TRAINING, enqueue=False)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.RUNNING,
+        phase=TrainingRun.Phase.SCORING,
+        progress_done=208,
+        progress_total=416,
+        n_images=416,
+        snapshot_sha256="ab" * 32,
+        created_at=timezone.now() - timedelta(minutes=5),
+        started_at=timezone.now() - timedelta(minutes=4),
+        phase_started_at=timezone.now() - timedelta(seconds=20),
+        heartbeat_at=timezone.now(),
+    )
+
+    page = html(user_client.get(run.get_absolute_url(), **HTMX))
+
+    assert LAYOUT not in page and 'hx-trigger="every 1s"' in page
+    assert "Queued <time" in page and "5\xa0minutes ago" in page and ", started <time" in page
+    assert "Scoring image <strong>208</strong> of 416 (50%)" in page
+    assert "about 20 s left in this phase" in page
+    assert "416 labeled images were frozen into this run" in page
+
+
+def test_the_run_page_has_no_stale_queued_flash(user_client, project, enqueued):
+    response = user_client.post(
+        reverse("training-run-start", args=[project.slug]), start_form(), follow=True
+    )
+
+    page = html(response)
+    assert 'class="messages"' not in page
+    assert "Queued <time" in page
+
+
 def test_a_run_downloading_its_weights_shows_the_download_as_its_own_phase(user_client, project):
     run = training.training_run_create(project=project, config=TINY_TRAINING, enqueue=False)
     TrainingRun.objects.filter(pk=run.pk).update(

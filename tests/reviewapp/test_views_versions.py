@@ -35,7 +35,7 @@ def shown_scores(response) -> list[int]:
 def cell_links(response) -> dict[tuple[int, int], str]:
     """The confusion matrix's links by (label id, predicted id)."""
     links = {}
-    for href in re.findall(r'<a href="([^"#]+)#version-gallery"\s+hx-get=', html(response)):
+    for href in re.findall(r'<a href="([^"]+)" data-confusion-cell', html(response)):
         url = html_lib.unescape(href)
         if match := re.search(r"label=(\d+)&predicted=(\d+)", url):
             links[int(match[1]), int(match[2])] = url

@@ -615,7 +615,7 @@ def test_api_crud_never_returns_the_secret_after_create(project, ada):
 
     listed = api.get("/api/v1/projects/bears/webhooks")
     assert listed.status_code == 200
-    (row,) = listed.json()
+    (row,) = listed.json()["items"]
     assert row["id"] == webhook_id and "secret" not in row and row["created_by"] == "ada"
 
     patched = api_json(

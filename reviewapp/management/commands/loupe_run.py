@@ -20,11 +20,15 @@ import urllib.request
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import reverse
 
+from reviewapp.bootstrap import admin_account_ensure, sign_in_lines
+from reviewapp.management.commands.loupe_bootstrap import NO_PROJECTS
+from reviewapp.models import Project
 from reviewapp.runtime import EmbeddedRedis, broker_ping
 from reviewapp.supervisor import Supervisor
+from reviewapp.views.health import PROBE_HEADER
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -63,7 +67,14 @@ class Command(BaseCommand):
             except Exception as exc:
                 raise CommandError(f"REDIS_URL does not answer: {exc}") from exc
 
-        call_command("loupe_bootstrap", stdout=self.stdout)
+        sign_in = admin_account_ensure()
+        if sign_in is not None:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Created the admin account '{sign_in.username}'; how to sign in follows "
+                    "'Loupe is ready'."
+                )
+            )
         self.child_env = self._child_env()
         try:
             if not no_worker:
@@ -72,7 +83,12 @@ class Command(BaseCommand):
             if not no_beat:
                 supervisor.add("beat", self._start_beat)
             supervisor.add("web", lambda: self._start_web(host, port, web_workers))
-            self._announce_when_ready(host, port, supervisor)
+            # Right under "Loupe is ready", in the same write, not a hundred lines above it.
+            login = f"http://{host}:{port}{reverse('login')}"
+            lines = sign_in_lines(sign_in, login) if sign_in else [f"  Sign in at {login}"]
+            if not Project.objects.exists():
+                lines.append(f"  {NO_PROJECTS}")
+            self._announce_when_ready(host, port, supervisor, lines)
             # A child that dies is started again; the rest keep running (reviewapp/supervisor.py).
             while not self.stopping and supervisor.check():
                 time.sleep(0.2)
@@ -160,26 +176,29 @@ class Command(BaseCommand):
             ]
         )  # fmt: skip
 
-    def _announce_when_ready(self, host, port, supervisor: Supervisor, timeout=60.0):
+    def _announce_when_ready(self, host, port, supervisor: Supervisor, lines, timeout=60.0):
+        """Say "ready" with how to sign in; the password is printed whatever happens."""
+        sign_in = "\n".join(lines) + "\n"
         url = f"http://{host}:{port}/healthz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stopping:
             if not supervisor.check():
+                self.stdout.write(sign_in)
                 return
+            # Marked as the start-up probe: its expected 503s are logged at DEBUG only.
+            probe = urllib.request.Request(url, headers={PROBE_HEADER: "startup"})
             try:
-                with urllib.request.urlopen(url, timeout=3) as response:
+                with urllib.request.urlopen(probe, timeout=3) as response:
                     if response.status == 200:
-                        self.stdout.write(
-                            self.style.SUCCESS(
-                                f"\nLoupe is ready at http://{host}:{port}/ (Ctrl-C stops it)\n"
-                            )
-                        )
+                        ready = f"\nLoupe is ready at http://{host}:{port}/ (Ctrl-C stops it)"
+                        self.stdout.write(f"{self.style.SUCCESS(ready)}\n{sign_in}")
                         return
             except (urllib.error.URLError, OSError, TimeoutError):
                 pass
             time.sleep(0.5)
         if not self.stopping:
             self.stderr.write(f"Loupe is not healthy yet; see {url}")
+        self.stdout.write(sign_in)
 
     def _stop(self, name: str, process: subprocess.Popen, timeout: float = 15.0) -> None:
         if process.poll() is not None:
