@@ -11,9 +11,12 @@ INSTALLED := $(VENV)/.installed
 run: migrate
 	$(PY) manage.py loupe_run
 
+# One test process a core, at most 4: each loads torch and its own small models.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+
 # Tests never try the network: weights fetches go to loopback servers the tests start.
 test: migrate
-	LOUPE_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	LOUPE_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 setup: $(INSTALLED)
 

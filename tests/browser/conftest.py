@@ -15,8 +15,8 @@ from django.contrib.auth.models import Group, Permission, User
 
 from tests.factories import UserFactory
 
-# The worker fixtures live under tests/reviewapp/; a conftest applies only to its own folder.
-from tests.reviewapp.conftest import broker_url, celery_worker, media_root  # noqa: F401
+# A conftest applies only to its own folder; the broker and worker fixtures are in tests/.
+from tests.reviewapp.conftest import media_root  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -29,29 +29,6 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "correct horse battery staple"  # UserFactory's
 SCREENS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screens"
-
-
-def _forget_broker_connections(app) -> None:
-    """Drop the app's cached publishing pools: the next task goes to ``conf.broker_url``.
-
-    This folder's ``broker_url`` is a second embedded Redis, not tests/reviewapp/'s, and in a
-    full run the app has already published to that one. Celery resets the same two after a fork.
-    """
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def celery_app(broker_url, settings):  # noqa: F811 (a fixture argument)
-    """tests/reviewapp/'s ``celery_app``, which also forgets the broker used before it."""
-    from reviewapp.celery import app
-
-    settings.CELERY_BROKER_URL = broker_url
-    app.conf.broker_url = broker_url
-    app.conf.task_always_eager = False
-    _forget_broker_connections(app)
-    yield app
-    _forget_broker_connections(app)  # the tests after this one publish to their own broker
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +84,8 @@ def screenshot(request):
 
     def take(page, name: str, *, full_page: bool = True) -> Path:
         path = folder / f"{len(taken) + 1:02d}-{name}.png"
-        page.screenshot(path=path, full_page=full_page)
+        # A loaded CI machine can take more than the 10 s actions get to capture a full page.
+        page.screenshot(path=path, full_page=full_page, animations="disabled", timeout=30_000)
         taken.append(path)
         return path
 

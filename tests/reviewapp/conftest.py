@@ -1,10 +1,6 @@
-import os
 import sys
 
 import pytest
-import redis
-
-from reviewapp.runtime import EmbeddedRedis
 
 
 @pytest.fixture(autouse=True)
@@ -41,46 +37,6 @@ def enqueued(monkeypatch):
         lambda task, args, countdown=None: sent.append((task, tuple(args))),
     )
     return sent
-
-
-@pytest.fixture(scope="session")
-def broker_url(tmp_path_factory):
-    """A real broker for this test session: REDIS_URL, or an embedded Redis of its own."""
-    if url := os.environ.get("REDIS_URL"):
-        redis.Redis.from_url(url).flushdb()
-        yield url
-        return
-    # Its own server, so tests never take tasks from a `make run` on the same machine.
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield f"redis+socket://{server.socket}"
-    server.stop()
-
-
-@pytest.fixture
-def celery_app(broker_url, settings):
-    from reviewapp.celery import app
-
-    settings.CELERY_BROKER_URL = broker_url
-    app.conf.broker_url = broker_url
-    app.conf.task_always_eager = False
-    return app
-
-
-@pytest.fixture
-def celery_worker(celery_app, transactional_db):
-    """A real Celery worker thread consuming both queues on the real broker."""
-    from celery.contrib.testing.worker import start_worker
-
-    with start_worker(
-        celery_app,
-        pool="solo",
-        queues=["default", "training"],
-        perform_ping_check=False,
-        loglevel="WARNING",
-        shutdown_timeout=30,
-    ) as worker:
-        yield worker
 
 
 # Serving: two tiny real models, trained once per test session -------------------------
