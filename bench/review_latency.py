@@ -35,7 +35,7 @@ URL names, created (with migrate) and dropped here, so its name must start with
 does not inflate), the 100k/1k ratio of the p95 and whether the targets hold: p95 under 50 ms
 for a page and 30 ms for a decision, at most 1.5x the 1,000-image figure. It never fails on a
 timing. --explain prints, at the largest size, every query of one request with its time, and
-the plans of the slowest.
+the plans of the slowest; --profile WHAT, where the CPU of the measures named so goes.
 """
 
 import argparse
@@ -431,6 +431,24 @@ def explain(connection, what: str, queries: list[dict], top: int = 3) -> None:
         print("\n".join(f"    {line}" for line in lines), flush=True)
 
 
+def profile(send: Send, what: str, requests: int, top: int = 30) -> None:
+    """Where one measure's CPU goes: cProfile over ``requests`` more requests, untimed."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(requests):
+        send(10_000 + i)
+    profiler.disable()
+    print(f"\n--- profile of {what}, {requests} requests, by own time", flush=True)
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+    print("--- by cumulative time", flush=True)
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+    print("--- Loupe's own functions, by cumulative time", flush=True)
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats("reviewapp", top)
+
+
 def run_size(n: int, args, client, reviewer, connection, rng) -> list[Result]:
     from django.contrib.auth.models import User
     from django.urls import reverse
@@ -475,6 +493,8 @@ def run_size(n: int, args, client, reviewer, connection, rng) -> list[Result]:
         results.append(Result(connection.vendor, n, what, p50, p95, cpu50, len(queries)))
         if args.explain and n == max(args.sizes):
             explain(connection, what, queries)
+        if args.profile and n == max(args.sizes) and args.profile in what:
+            profile(send, what, args.requests)
     return results
 
 
@@ -587,6 +607,11 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--explain", action="store_true", help="queries and plans, largest size")
     parser.add_argument(
+        "--profile",
+        metavar="WHAT",
+        help="cProfile the measures named so, at the largest size",
+    )
+    parser.add_argument(
         "--no-analyze", action="store_true", help="leave out ANALYZE: plans without statistics"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
@@ -611,6 +636,7 @@ def main():
                 *("--sizes", *map(str, args.sizes), "--requests", str(args.requests)),
                 *("--warmup", str(args.warmup), "--seed", str(args.seed), "--worker", str(out)),
                 *(["--explain"] if args.explain else []),
+                *(["--profile", args.profile] if args.profile else []),
                 *(["--no-analyze"] if args.no_analyze else []),
             ]
             if subprocess.run(command, cwd=ROOT).returncode or not out.exists():

@@ -228,6 +228,7 @@ def _ordered(project: Project, version: ModelVersion | None, strategy: str, user
         )
         .filter(~_others_hold(user))
         .select_related("image", "predicted")
+        .defer("embedding")  # 256 bytes a card that only the diverse order's clustering reads
         .order_by(*ORDERS[strategy])
     )
 
@@ -274,9 +275,7 @@ def label_queue(
     n_suggested, suggested_more = 0, False
     if version is not None:
         n_suggested, suggested_more = _capped_count(
-            Suggestion.objects.filter(
-                version=version, image__status=Image.Status.ACTIVE, image__label__isnull=True
-            )
+            _unlabeled(project.pk).filter(suggestions__version=version)
         )
     n_unlabeled, unlabeled_more = _capped_count(_unlabeled(project.pk))
     return LabelQueue(
@@ -296,7 +295,10 @@ def label_queue(
 def _capped_count(queryset: QuerySet) -> tuple[int, bool]:
     """Up to QUEUE_COUNT_CAP rows counted, and whether there are more: the queue page opens
     at the same speed with 1,000 or 100,000 unlabeled images (the project page is exact)."""
-    n = queryset.order_by()[: QUEUE_COUNT_CAP + 1].count()
+    # In the (project, status, label, ...) index's order: unordered, PostgreSQL's planner
+    # walks every project's images by id to the first matches (25 ms at 100k).
+    in_index_order = queryset.order_by("project_id", "status", "label_id", "split", "id")
+    n = in_index_order[: QUEUE_COUNT_CAP + 1].count()
     return min(n, QUEUE_COUNT_CAP), n > QUEUE_COUNT_CAP
 
 
