@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.http import Http404
 
-from .models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project
+from .models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project, Suggestion
 from .selectors import mark_undone
 
 __all__ = ["ClassBar", "Focus", "image_focus"]
@@ -29,11 +29,13 @@ class Focus:
     categories: list[Category]
     bars: list[ClassBar]
     history: list[LabelEvent]  # newest first, after the import, undone ones marked
+    # An unlabeled image has no score but the version's suggestion (reviewapp.labeling).
+    suggestion: Suggestion | None = None
 
 
 def class_bars(
     *,
-    score: ImageScore | None,
+    score: ImageScore | Suggestion | None,
     version: ModelVersion | None,
     categories: list[Category],
     label_id: int | None,
@@ -61,14 +63,14 @@ def image_focus(*, project: Project, image_id: int, version: ModelVersion | None
     """The focus view of image ``image_id`` of ``project``; 404 for another project's image.
 
     Four indexed queries whatever the project's size: the image, its classes, its one score
-    (unique on version and image) and its newest events.
+    (unique on version and image; else its one suggestion) and its newest events.
     """
     image = Image.objects.select_related("label").filter(pk=image_id, project=project).first()
     if image is None:
         raise Http404(f"No image {image_id} in project '{project.slug}'.")
     image.project = project
     categories = list(project.categories.all())
-    score = None
+    score = suggestion = None
     if version is not None:
         score = (
             ImageScore.objects.filter(version=version, image_id=image.pk)
@@ -77,6 +79,13 @@ def image_focus(*, project: Project, image_id: int, version: ModelVersion | None
         )
         if score is not None:
             score.image = image
+        else:
+            suggestion = (
+                Suggestion.objects.filter(version=version, image_id=image.pk)
+                .select_related("predicted")
+                .defer("embedding")
+                .first()
+            )
     history = mark_undone(
         list(
             image.events.exclude(action=LabelEvent.Action.IMPORT)
@@ -90,7 +99,11 @@ def image_focus(*, project: Project, image_id: int, version: ModelVersion | None
         version=version,
         categories=categories,
         bars=class_bars(
-            score=score, version=version, categories=categories, label_id=image.label_id
+            score=score or suggestion,
+            version=version,
+            categories=categories,
+            label_id=image.label_id,
         ),
         history=history,
+        suggestion=suggestion,
     )

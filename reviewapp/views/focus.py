@@ -16,6 +16,8 @@ from .media import BROWSER_FORMATS
 __all__ = ["decision_response", "image_focus"]
 
 PERM = "reviewapp.view_imagescore"  # it shows scores, as the review queue does
+# The cards a focus view opens over: a review card, a Label queue card, an image browser card.
+CARDS = ("review", "label", "thumb")
 
 
 def _version(project: Project, value) -> ModelVersion | None:
@@ -46,7 +48,8 @@ def _context(request, project, image_id, version, params, **extra) -> dict:
         # The page's order, not the server's: the client knows which cards it shows.
         "prev_id": positive_int(params.get("prev_id")),
         "next_id": positive_int(params.get("next_id")),
-        "card": params.get("card") if params.get("card") in ("review", "thumb") else "",
+        "card": params.get("card") if params.get("card") in CARDS else "",
+        "suggestion": focus.suggestion,
         "focus_query": query,
         "focus_url": f"{focus_url}{query}",
         "in_dialog": is_htmx(request),  # the page itself has nothing to close
@@ -69,8 +72,9 @@ def decision_response(
     """The answer to a decision made in a focus view or an image browser card (htmx only).
 
     ``view=focus``: the focus partial again, and, when it was opened over a review card
-    (``card=review``) or an image browser card (``card=thumb``), that one too, out of band;
-    ``card_context`` is the review card's own context (views/review.py owns the card).
+    (``card=review``), a Label queue card (``card=label``) or an image browser card
+    (``card=thumb``), that one too, out of band; ``card_context`` is the card's own context
+    (views/review.py and views/labeling.py own their cards).
     ``view=thumb``: the image browser's card alone.
     """
     extra.pop("audit", None)
@@ -84,6 +88,13 @@ def decision_response(
     if context["card"] == "review" and context["score"] is not None:
         card = render_to_string(
             "reviewapp/review.html#review-card",
+            {**card_context(request, image, version, **extra), "oob": True},
+            request=request,
+        )
+        response.content += card.encode()
+    elif context["card"] == "label":
+        card = render_to_string(
+            "reviewapp/label_queue.html#label-card",
             {**card_context(request, image, version, **extra), "oob": True},
             request=request,
         )

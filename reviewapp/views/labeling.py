@@ -16,6 +16,7 @@ from .common import login_required, project_for, render_page
 __all__ = [
     "label_accept",
     "label_accept_above",
+    "label_card_context",
     "label_card_response",
     "label_claims_release",
     "label_claims_renew",
@@ -71,7 +72,7 @@ def label_queue(request, slug):
     return render_page(request, "reviewapp/label_queue.html", "label-list", context)
 
 
-def _card_context(request, image: Image, version: ModelVersion | None, **extra) -> dict:
+def label_card_context(request, image: Image, version: ModelVersion | None, **extra) -> dict:
     image = Image.objects.select_related("label", "project").get(pk=image.pk)
     suggestion = None
     if version is not None:
@@ -96,7 +97,7 @@ def _card_context(request, image: Image, version: ModelVersion | None, **extra) 
 def label_card_response(request, image: Image, version, *, status=200, **extra):
     """A Label queue card after a decision on it (the review views' decide and undo)."""
     claims.claims_renew(project=image.project, user=request.user, queue=QueueClaim.Queue.LABEL)
-    context = _card_context(request, image, version, **extra)
+    context = label_card_context(request, image, version, **extra)
     return render_page(request, "reviewapp/label_queue.html", "label-card", context, status=status)
 
 

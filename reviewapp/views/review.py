@@ -25,7 +25,7 @@ from ..models import (
 from ..selectors import ReviewFilters
 from .common import login_required, project_for, render_page, require_perm
 from .focus import decision_response as focus_decision_response
-from .labeling import label_card_response
+from .labeling import label_card_context, label_card_response
 
 __all__ = [
     "image_decide",
@@ -256,6 +256,13 @@ def _card_response(request, image, version, *, status=200, **extra):
     if request.POST.get("queue") == "label":
         extra.pop("audit", None)
         return label_card_response(request, image, version, status=status, **extra)
+    if request.POST.get("view") == "focus" and request.POST.get("card") == "label":
+        # A focus view over a Label queue card: that queue's claims and card.
+        extra.pop("audit", None)
+        claims.claims_renew(project=image.project, user=request.user, queue=QueueClaim.Queue.LABEL)
+        return focus_decision_response(
+            request, image, version, status=status, card_context=label_card_context, **extra
+        )
     if extra.get("audit") is None:
         # Working in the review queue keeps its claimed cards.
         claims.claims_renew(project=image.project, user=request.user, queue=REVIEW_QUEUE)

@@ -2,7 +2,8 @@
 // Every link and button in it works without this script (the focus page and plain posts).
 //   Space / o on a card, or a click on its picture: open    Esc: close, back to the card
 //   j / →  next   k / ←  previous (the page's own order)     + / - / wheel: zoom, drag: pan
-//   the class keys, c, x, u: as on the card (they press the focus view's buttons)
+//   the class keys, c, x, u: as on the card (they press the focus view's buttons); with
+//   a queue's auto-advance on, a saved decision moves on to the next image
 (function () {
   "use strict";
 
@@ -47,7 +48,9 @@
     // Neighbours come from the page: the cards it shows, in the order it shows them.
     if (index > 0) params.push("prev_id=" + idOf(all[index - 1]));
     if (index < all.length - 1) params.push("next_id=" + idOf(all[index + 1]));
-    params.push("card=" + (itemOf(link).hasAttribute("data-review-card") ? "review" : "thumb"));
+    var item = itemOf(link);
+    var kind = item.getAttribute("data-card-kind") || (item.hasAttribute("data-review-card") ? "review" : "thumb");
+    params.push("card=" + kind);
     var id = idOf(link);
     if (id !== shown) view = { scale: 1, x: 0, y: 0 };
     shown = id;
@@ -198,8 +201,27 @@
   document.addEventListener("pointerup", endDrag);
   document.addEventListener("pointercancel", endDrag);
 
+  // Auto-advance, as on the cards (review.js): a saved decision moves on to the next image;
+  // an undo or a refusal stays, so the reviewer sees what happened.
+  var acted = null; // "decide" or "undo": the last button pressed in the view
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("#focus-view form button[type=submit]");
+    if (button) acted = button.getAttribute("data-key") === "u" ? "undo" : "decide";
+  }, true);
+
+  function autoAdvance() {
+    var box = document.querySelector("[data-auto-advance]");
+    return !!box && box.checked; // the queues have the toggle; the image browser stays put
+  }
+
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target && event.target.id === "focus-view") settle();
+    if (!event.target || event.target.id !== "focus-view") return;
+    settle();
+    var kind = acted;
+    acted = null;
+    var section = event.target;
+    var saved = section.querySelector(".saved") && !section.querySelector(".focus-view__error");
+    if (kind === "decide" && saved && autoAdvance()) step(1);
   });
 
   // Closed by Esc, the Close button or the backdrop: back to the card of the image shown.

@@ -44,14 +44,16 @@ def test_space_opens_focus_a_class_key_relabels_next_moves_and_esc_closes(
     expect(view.locator(".prob-bar").first).to_contain_text("90.0%")
     screenshot(page, "focus-open")
 
-    page.keyboard.press("1")  # red's key: relabel from blue
-    expect(view.locator(".saved")).to_have_text("Saved")
-    expect(view.locator("[data-focus-history] li").first).to_contain_text("Relabel → red")
-    # The card behind the dialog shows the decision too.
+    page.keyboard.press("1")  # red's key: relabel from blue; auto-advance (on) moves on
+    expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(dialog).to_be_visible()
+    # The card behind the dialog shows the decision.
     expect(first.locator(".review-card__facts dd").first).to_contain_text("red")
     expect(first.locator(".review-card__history li").first).to_contain_text("Relabel")
     assert Image.objects.get(pk=images[0].pk).label == red
-    expect(dialog).to_be_visible()
+    page.keyboard.press("k")
+    expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view.locator("[data-focus-history] li").first).to_contain_text("Relabel → red")
 
     page.keyboard.press("j")
     expect(view).to_have_attribute("data-image", str(images[1].pk))
@@ -67,6 +69,27 @@ def test_space_opens_focus_a_class_key_relabels_next_moves_and_esc_closes(
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(page.locator(f"#review-card-{images[1].pk}")).to_be_focused()
+
+
+def test_with_auto_advance_off_a_decision_in_the_view_stays_on_its_image(page, log_in, queue):
+    project, version, red, blue, images = queue
+    log_in(page)
+    page.goto(f"/p/{project.slug}/review/?version={version.pk}")
+    page.get_by_label("Auto-advance").uncheck()
+    expect(page.locator("#auto-advance .saved")).to_have_text("Saved")
+    page.locator(f"#review-card-{images[0].pk} [data-open]").click()
+    view = page.locator("#focus-view")
+    expect(view).to_have_attribute("data-image", str(images[0].pk))
+
+    page.keyboard.press("1")
+    expect(view.locator(".saved")).to_have_text("Saved")
+    page.wait_for_timeout(400)  # auto-advance, were it on, would have moved by now
+    expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view.locator("[data-focus-history] li").first).to_contain_text("Relabel → red")
+    page.keyboard.press("u")  # undo stays too, whatever the toggle
+    expect(view.locator(".saved")).to_have_text("Undone")
+    expect(view).to_have_attribute("data-image", str(images[0].pk))
+    assert Image.objects.get(pk=images[0].pk).label == blue
 
 
 def test_zoom_by_keys_and_buttons_and_a_stale_decision_is_refused_in_the_view(page, log_in, queue):

@@ -48,3 +48,34 @@ def test_three_cards_labeled_with_enter_a_class_key_and_c(page, log_in, queue, s
     page.keyboard.press("u")  # undo the last one: it is unlabeled again
     expect(cards[2].locator(".saved")).to_have_text("Undone")
     assert Image.objects.get(pk=images[2].pk).label_id is None
+
+
+def test_space_opens_a_label_card_in_the_focus_view_with_its_suggestion(
+    page, log_in, queue, screenshot
+):
+    project, version, images, cat, dog = queue
+    log_in(page)
+    page.goto(f"/p/{project.slug}/label/?strategy=uncertainty")
+    first = page.locator(f"#label-card-{images[0].pk}")
+    first.focus()
+    page.keyboard.press(" ")
+    view = page.locator("#focus-dialog #focus-view")
+    expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view.locator(".facts")).to_contain_text("Suggested")
+    expect(view.locator(".prob-bar").first).to_contain_text("cat")
+    expect(view.locator(".prob-bar").first).to_contain_text("60.0%")
+    screenshot(page, "label-focus")
+
+    page.keyboard.press("c")  # accepts the suggestion; auto-advance moves to the next card
+    expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(first.locator(".saved")).to_have_text("Saved")  # the card behind shows it
+    expect(first.locator(".review-card__facts")).to_contain_text("cat")
+    assert Image.objects.get(pk=images[0].pk).label == cat
+    page.keyboard.press("2")  # the dog key, in the view
+    expect(view).to_have_attribute("data-image", str(images[2].pk))
+    assert Image.objects.get(pk=images[1].pk).label == dog
+    assert LabelEvent.objects.filter(action="label", version=version).count() == 2
+
+    page.keyboard.press("Escape")
+    expect(page.locator("#focus-dialog")).to_be_hidden()
+    expect(page.locator(f"#label-card-{images[2].pk}")).to_be_focused()

@@ -6,7 +6,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from reviewapp.models import Image, ImageScore, LabelEvent
+from reviewapp.models import Image, ImageScore, LabelEvent, QueueClaim
 from tests.factories import (
     CategoryFactory,
     ProjectFactory,
@@ -14,6 +14,7 @@ from tests.factories import (
     make_image,
     reviewer,
     scored_version,
+    suggested_version,
 )
 
 pytestmark = pytest.mark.django_db
@@ -177,6 +178,51 @@ def test_relabel_in_the_focus_view_answers_with_the_view_and_the_card(rita, worl
     assert image.label == black and image.revision == 2
     assert f'name="revision" value="{image.revision}"' in body
     assert response["HX-Trigger"] == "review-decided"
+
+
+@pytest.fixture
+def unlabeled(world):
+    """An unlabeled image that v2 suggests grizzly for, at 70 %."""
+    project, _, black, grizzly, _ = world
+    image = make_image(project)
+    version = suggested_version(project, [(image, grizzly, 0.7, 0.4)])
+    return project, version, black, grizzly, image
+
+
+def test_an_unlabeled_image_shows_its_suggestion_bars_and_an_accept_key(rita, unlabeled):
+    project, version, black, grizzly, image = unlabeled
+    response = rita.get(focus_url(project, image, version=version.pk, card="label"), **HTMX)
+
+    body = html(response)
+    assert "<dt>Suggested</dt><dd><strong>grizzly</strong> 70%" in body
+    bars = re.findall(r'<span class="prob-bar__value">([^<]+)</span>', body)
+    assert bars == ["70.0%", "30.0%"]  # grizzly, then black
+    assert f'name="label" value="{grizzly.pk}" class="button button--primary" data-key="c"' in body
+    assert 'aria-label="Label as"' in body and "Confirm" not in body
+    assert 'name="card" value="label"' in body
+
+
+def test_a_label_from_the_focus_view_answers_with_the_label_card_and_renews_the_claim(
+    rita, unlabeled
+):
+    project, version, black, grizzly, image = unlabeled
+    rita.get(reverse("label-queue", args=[project.slug]))  # claims the card
+    claim = QueueClaim.objects.get(image=image, queue=QueueClaim.Queue.LABEL)
+    QueueClaim.objects.filter(pk=claim.pk).update(expires_at=claim.expires_at.replace(year=2001))
+
+    response = decide(rita, image, label=grizzly.pk, version=version.pk, view="focus", card="label")
+
+    assert response.status_code == 200
+    body = html(response)
+    assert body.lstrip().startswith('<section id="focus-view"')
+    card = re.search(r'<article id="label-card-(\d+)" hx-swap-oob="true"', body)
+    assert card and int(card[1]) == image.pk
+    assert '<article id="review-card-' not in body  # not the review queue's card
+    image.refresh_from_db()
+    assert image.label == grizzly
+    assert LabelEvent.objects.filter(image=image, action="label", version=version).exists()
+    renewed = QueueClaim.objects.filter(pk=claim.pk).values_list("expires_at", flat=True).first()
+    assert renewed is None or renewed.year > 2001  # a claim on a labeled card may be gone
 
 
 def test_a_stale_decision_in_the_focus_view_is_refused_and_shows_the_current_state(rita, world):
