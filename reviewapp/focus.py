@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from django.http import Http404
 
 from .models import Category, Image, ImageScore, LabelEvent, ModelVersion, Project, Suggestion
+from .second_opinion import attach_pending
 from .selectors import mark_undone
 
 __all__ = ["ClassBar", "Focus", "image_focus"]
@@ -69,6 +70,8 @@ def image_focus(*, project: Project, image_id: int, version: ModelVersion | None
     if image is None:
         raise Http404(f"No image {image_id} in project '{project.slug}'.")
     image.project = project
+    if project.second_opinion:
+        attach_pending([image])  # a relabel of it waiting for a second reviewer
     categories = list(project.categories.all())
     score = suggestion = None
     if version is not None:

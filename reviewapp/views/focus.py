@@ -7,7 +7,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from .. import selectors
+from .. import second_opinion, selectors
 from ..focus import image_focus as focus_read
 from ..models import Image, ModelVersion, Project
 from .common import is_htmx, login_required, positive_int, project_for, render_page
@@ -110,9 +110,12 @@ def decision_response(
 
 
 def _thumb_context(request, project: Project, image_id: int, **extra) -> dict:
+    image = Image.objects.select_related("label").get(pk=image_id)
+    if project.second_opinion:
+        second_opinion.attach_pending([image])
     return {
         "project": project,
-        "image": Image.objects.select_related("label").get(pk=image_id),
+        "image": image,
         "categories": list(project.categories.all()),
         "can_decide": request.user.has_perm("reviewapp.change_image"),
         "back_url": reverse("image-browser", kwargs={"slug": project.slug}),

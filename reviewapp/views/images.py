@@ -3,7 +3,7 @@
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from .. import selectors
+from .. import second_opinion, selectors
 from ..forms import ImageFilterForm
 from ..models import Image
 from .common import login_required, project_for, render_page, require_perm
@@ -23,6 +23,8 @@ def image_browser(request, slug):
     filters = form.filters()
     # Keyset on id: no COUNT and no OFFSET, so page 1,000 costs what page 1 does.
     page = selectors.image_list(project=project, limit=PAGE_SIZE, **filters)
+    if project.second_opinion:
+        second_opinion.attach_pending(page.images)
     by_id = {str(c.pk): c for c in categories}
     context = {
         "project": project,
@@ -55,6 +57,8 @@ def image_detail(request, pk):
             )
         )
     )
+    if image.project.second_opinion:
+        second_opinion.attach_pending([image])
     try:
         file_size = image.file.size
     except OSError:

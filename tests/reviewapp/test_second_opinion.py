@@ -263,6 +263,35 @@ def test_a_relabel_card_says_it_waits_and_the_queue_resolves_it(w, client):
     assert fresh(image).label == w.black
 
 
+def test_a_pending_relabel_shows_in_the_focus_view_browser_and_image_page(w, client):
+    image = w.images[0]
+    client.force_login(w.ann)
+    focus = reverse("image-focus", args=[w.project.slug, image.pk])
+    assert "Waiting for a second opinion" not in html(client.get(focus, **HTMX))
+
+    # Proposed from a browser card: the card says so, and so does every other screen.
+    thumb = decide(client, image, label=w.black.pk, action="relabel", view="thumb")
+    assert 'role="status">Proposed</span>' in html(thumb)
+    assert "Waiting for a second opinion" in html(thumb) and "ann proposed black" in html(thumb)
+    assert fresh(image).label == w.grizzly
+    pages = {
+        "focus view": client.get(focus, **HTMX),
+        "image browser": client.get(reverse("image-browser", args=[w.project.slug])),
+        "image page": client.get(reverse("image-detail", args=[image.pk])),
+    }
+    for name, response in pages.items():
+        assert response.status_code == 200, name
+        assert html(response).count("Waiting for a second opinion") == 1, name
+        assert "ann proposed black" in html(response), name
+
+    # From the focus view over a browser card, a relabel is a proposal too.
+    other = w.images[2]
+    answer = decide(client, other, label=w.teddy.pk, view="focus", card="thumb")
+    assert 'role="status">Proposed</span>' in html(answer)
+    assert html(answer).count("Waiting for a second opinion") == 2  # the view and the card
+    assert fresh(other).label == w.grizzly
+
+
 def test_the_queue_refuses_a_stale_agree_with_409_and_a_self_agree_with_400(w, client):
     image = w.images[0]
     opinion = propose(w, image)
