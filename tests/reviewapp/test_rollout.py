@@ -1,4 +1,4 @@
-"""Approval, staged rollout, rollback and guardrails: the services in reviewapp/rollout.py."""
+"""Approval, staged rollout, rollback and guardrails: the services of reviewapp/rollout/."""
 
 import threading
 from datetime import timedelta
@@ -683,7 +683,7 @@ def test_guard_rollouts_command_pauses_and_reports(world):
 
 
 def test_guardrails_judge_the_latest_predictions_only(world, monkeypatch):
-    monkeypatch.setattr(rollout, "GUARDRAIL_WINDOW", 30)
+    monkeypatch.setattr(rollout.guardrails, "GUARDRAIL_WINDOW", 30)
     version = limited_disagreeing(world, n=30, disagree=30)  # all disagree...
     Prediction.objects.filter(version=version).update(created_at=timezone.now() - timedelta(days=1))
     prediction_rows(version, 30, confidence=0.9)  # ...then 30 newer answers, not compared
