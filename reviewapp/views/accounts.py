@@ -12,17 +12,6 @@ from .common import login_required
 __all__ = ["api_token_create", "api_token_revoke", "api_tokens"]
 
 
-def _api_token_revoke(*, user, token_id: int) -> ApiToken | None:
-    """PRIVATE stand-in for a ``services.api_token_revoke``: delete one of ``user``'s tokens.
-
-    Deleting (not flagging) is enough: a request with the key then finds no hash to match.
-    """
-    token = ApiToken.objects.filter(user=user, pk=token_id).first()
-    if token is not None:
-        token.delete()
-    return token
-
-
 def _render(request, form, *, new_key: str = "", new_token=None):
     tokens = ApiToken.objects.filter(user=request.user).order_by("-created_at")
     context = {"tokens": tokens, "form": form, "new_key": new_key, "new_token": new_token}
@@ -54,7 +43,7 @@ def api_token_create(request):
 @require_POST
 @login_required
 def api_token_revoke(request, pk):
-    token = _api_token_revoke(user=request.user, token_id=pk)
+    token = services.api_token_revoke(user=request.user, token_id=pk)
     if token is None:
         messages.error(request, "That token does not exist or is not yours.")
     else:

@@ -94,7 +94,7 @@ def test_oversized_file_is_rejected_before_decoding(project, settings, media_roo
     data = image_bytes(size=(64, 64), seed=6)
     settings.LOUPE_MAX_FILE_BYTES = len(data) - 1
 
-    with mock.patch("reviewapp.services.decode_image") as decode:
+    with mock.patch("reviewapp.services.ingest.decode_image") as decode:
         result = ingest(project, data)
 
     assert result.status == "rejected" and "LOUPE_MAX_FILE_BYTES" in result.reason
