@@ -25,6 +25,7 @@ from trainer.ranking import DEFAULT_RANKING, RANKINGS
 from . import enqueue as jobs
 from . import events
 from .models import AuditScore, Category, Image, LabelAudit, ModelVersion, Project
+from .selectors import attach_recent_events
 
 __all__ = [
     "DEFAULT_SORT",
@@ -510,8 +511,6 @@ def audit_score_page(
     *, audit: LabelAudit, queue: str, sort: str = "", page: int = 1, limit: int = 24
 ) -> AuditPage:
     """One page of a queue, with each card's latest decisions attached."""
-    from .selectors import _attach_recent_events
-
     page = max(1, page)
     qs = audit_score_queryset(audit=audit, queue=queue, sort=sort).select_related(
         "image__label", "label", "predicted"
@@ -519,5 +518,5 @@ def audit_score_page(
     scores = list(qs[(page - 1) * limit : page * limit + 1])
     has_next = len(scores) > limit
     scores = scores[:limit]
-    _attach_recent_events(scores)
+    attach_recent_events(scores)
     return AuditPage(scores=scores, page=page, has_next=has_next)
