@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, OuterRef, Q
 
-from ..models import Project
+from ..models import LabelEvent, Project, TrainingRun
 from .review import attach_undos
 
 __all__ = [
@@ -42,8 +42,6 @@ def label_event_list(
 
     ``actor`` is a user id, or ``"system"`` for events without a person (imports, scripts).
     """
-    from .models import LabelEvent
-
     qs = LabelEvent.objects.filter(project=project)
     if action:
         qs = qs.filter(action=action)
@@ -67,8 +65,6 @@ def label_event_list(
 def label_event_first_since(since) -> int | None:
     """The id of the first label event at or after ``since``, on the created_at index: a
     period becomes an id bound that the (project, -id) indexes can use."""
-    from .models import LabelEvent
-
     return (
         LabelEvent.objects.filter(created_at__gte=since)
         .order_by("created_at", "id")
@@ -91,8 +87,6 @@ def reviewer_counts(
 ) -> list[ReviewerCounts]:
     """Per person: decisions, relabels and decisions later undone, from ``since_id`` on
     (None: all time), for one person or everyone; one grouped query."""
-    from .models import LabelEvent
-
     if actor == SYSTEM_ACTOR:
         return []  # the system makes imports and merges, not review decisions
     qs = LabelEvent.objects.filter(
@@ -116,8 +110,6 @@ def reviewer_counts(
 
 def policy_runs_recent(*, project: Project, limit: int = 5) -> list:
     """The latest runs the retraining policy started, for the project's history."""
-    from .models import TrainingRun
-
     return list(
         TrainingRun.objects.filter(project=project, trigger=TrainingRun.Trigger.POLICY)
         .defer("snapshot")
@@ -129,8 +121,6 @@ def label_event_actors(*, project: Project) -> list:
     """The people who changed something in this project, by username (one indexed probe each)."""
     from django.contrib.auth import get_user_model
     from django.db.models import Exists
-
-    from .models import LabelEvent
 
     acted = LabelEvent.objects.filter(project=project, actor=OuterRef("pk"))
     return list(get_user_model().objects.filter(Exists(acted)).order_by("username"))

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from ..models import Image, Project
+from ..models import Image, LabelEvent, Project
 
 __all__ = [
     "ImagePage",
@@ -66,8 +66,6 @@ def image_trash_list(*, project: Project, before: int | None = None, limit: int 
     ``deletion`` is the latest delete (or undo of a restore) on the image, or None when the
     image was trashed without one; all of them come in one query for the page.
     """
-    from .models import LabelEvent
-
     page = image_list(project=project, status=Image.Status.DELETED, before=before, limit=limit)
     Action = LabelEvent.Action
     deletions = (

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Q, QuerySet
 
-from ..models import Image, ImageScore, ModelVersion
+from ..models import Image, ImageScore, LabelEvent, ModelVersion
 
 __all__ = [
     "attach_recent_events",
@@ -100,8 +100,6 @@ def review_page(
 
 def attach_recent_events(scores: list[ImageScore], per_image: int = 3) -> None:
     """Each card's latest decisions, in one query for the whole page."""
-    from .models import LabelEvent
-
     ids = [s.image_id for s in scores]
     by_image: dict[int, list] = {pk: [] for pk in ids}
     events = (
@@ -142,8 +140,6 @@ def image_recent_decisions(image: Image, n: int = 3) -> list:
 
 def attach_undos(events: list) -> list:
     """Set ``event.undone_event``: the undo that reverted it, or None; one indexed query."""
-    from .models import LabelEvent
-
     ids = [e.pk for e in events]
     undos = {
         u.undo_of_id: u
