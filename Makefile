@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=
 
 # Tests never try the network: weights fetches go to loopback servers the tests start.
 test: migrate
-	LOUPE_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	LOUPE_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 setup: $(INSTALLED)
 

@@ -1,11 +1,15 @@
 """Small template helpers for Loupe's pages."""
 
 from django import template
+from django.urls import get_script_prefix, reverse
 from django.utils.safestring import mark_safe
 
 from ..notifications import notification_unread_count
 
 register = template.Library()
+
+_ID_STANDIN = "987654321"  # the id a URL is reversed with once, then replaced
+_id_urls: dict[tuple[str, ...], str] = {}
 
 
 @register.filter
@@ -89,3 +93,20 @@ def notification_bell_count(context) -> str:
     if not unread:
         return ""
     return f"{BELL_MAX}+" if unread > BELL_MAX else str(unread)
+
+
+@register.simple_tag
+def id_url(name: str, *args) -> str:
+    """``{% url name *args %}`` for a URL whose last argument is an integer id, reversed once
+    per name (and leading arguments) and filled in after.
+
+    A queue page asks for about 150 URLs (seven a card) and each reverse walks Django's
+    resolver: that was a fifth of the review page's time. Django has no cached reverse.
+    """
+    *lead, pk = args
+    key = (get_script_prefix(), name, *map(str, lead))
+    pattern = _id_urls.get(key)
+    if pattern is None:
+        pattern = _id_urls[key] = reverse(name, args=[*lead, int(_ID_STANDIN)])
+    head, _, tail = pattern.rpartition(_ID_STANDIN)
+    return f"{head}{int(pk)}{tail}"
