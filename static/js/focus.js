@@ -112,6 +112,9 @@
   function press(key) {
     var section = document.getElementById("focus-view");
     if (!section) return false;
+    // htmx wires a swapped-in form only when it settles: a key pressed before that would
+    // post the plain form and leave the page, so it is swallowed instead.
+    if (!section.hasAttribute("data-focus-ready")) return true;
     var button = section.querySelector('[data-key="' + (window.CSS && CSS.escape ? CSS.escape(key) : key) + '"]');
     if (!button) return false;
     button.click();
@@ -216,6 +219,7 @@
 
   document.addEventListener("htmx:afterSettle", function (event) {
     if (!event.target || event.target.id !== "focus-view") return;
+    event.target.setAttribute("data-focus-ready", ""); // htmx has wired its forms (see press)
     settle();
     var kind = acted;
     acted = null;

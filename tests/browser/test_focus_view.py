@@ -39,6 +39,7 @@ def test_space_opens_focus_a_class_key_relabels_next_moves_and_esc_closes(
     view = dialog.locator("#focus-view")
     expect(dialog).to_be_visible()
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(view.locator(".prob-bar")).to_have_count(2)
     expect(view.locator(".prob-bar").first).to_contain_text("red")
     expect(view.locator(".prob-bar").first).to_contain_text("90.0%")
@@ -46,6 +47,7 @@ def test_space_opens_focus_a_class_key_relabels_next_moves_and_esc_closes(
 
     page.keyboard.press("1")  # red's key: relabel from blue; auto-advance (on) moves on
     expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(dialog).to_be_visible()
     # The card behind the dialog shows the decision.
     expect(first.locator(".review-card__facts dd").first).to_contain_text("red")
@@ -53,15 +55,19 @@ def test_space_opens_focus_a_class_key_relabels_next_moves_and_esc_closes(
     assert Image.objects.get(pk=images[0].pk).label == red
     page.keyboard.press("k")
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(view.locator("[data-focus-history] li").first).to_contain_text("Relabel → red")
 
     page.keyboard.press("j")
     expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(dialog).to_be_visible()
     page.keyboard.press("ArrowRight")
     expect(view).to_have_attribute("data-image", str(images[2].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     page.keyboard.press("k")
     expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     # The j above moved the focus view, not the queue's cards behind it.
     assert Image.objects.get(pk=images[1].pk).revision == 1
     screenshot(page, "focus-next")
@@ -80,15 +86,18 @@ def test_with_auto_advance_off_a_decision_in_the_view_stays_on_its_image(page, l
     page.locator(f"#review-card-{images[0].pk} [data-open]").click()
     view = page.locator("#focus-view")
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
 
     page.keyboard.press("1")
     expect(view.locator(".saved")).to_have_text("Saved")
     page.wait_for_timeout(400)  # auto-advance, were it on, would have moved by now
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(view.locator("[data-focus-history] li").first).to_contain_text("Relabel → red")
     page.keyboard.press("u")  # undo stays too, whatever the toggle
     expect(view.locator(".saved")).to_have_text("Undone")
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     assert Image.objects.get(pk=images[0].pk).label == blue
 
 
@@ -99,6 +108,7 @@ def test_zoom_by_keys_and_buttons_and_a_stale_decision_is_refused_in_the_view(pa
     page.locator(f"#review-card-{images[0].pk} [data-open]").click()
     view = page.locator("#focus-view")
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     scale = view.locator("[data-focus-scale]")
     page.keyboard.press("+")
     expect(scale).to_have_text("125%")
@@ -150,6 +160,7 @@ def test_relabel_from_the_image_page_and_from_a_browser_card(page, log_in, queue
     page.locator(f"#image-thumb-{images[1].pk}").get_by_role("link", name="Focus").click()
     view = page.locator("#focus-view")
     expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     page.keyboard.press("2")
     expect(view.locator(".saved")).to_have_text("Saved")
     expect(page.locator(f"#image-thumb-{images[1].pk} .thumb__label")).to_have_text("blue")

@@ -61,6 +61,7 @@ def test_space_opens_a_label_card_in_the_focus_view_with_its_suggestion(
     page.keyboard.press(" ")
     view = page.locator("#focus-dialog #focus-view")
     expect(view).to_have_attribute("data-image", str(images[0].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(view.locator(".facts")).to_contain_text("Suggested")
     expect(view.locator(".prob-bar").first).to_contain_text("cat")
     expect(view.locator(".prob-bar").first).to_contain_text("60.0%")
@@ -68,11 +69,13 @@ def test_space_opens_a_label_card_in_the_focus_view_with_its_suggestion(
 
     page.keyboard.press("c")  # accepts the suggestion; auto-advance moves to the next card
     expect(view).to_have_attribute("data-image", str(images[1].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     expect(first.locator(".saved")).to_have_text("Saved")  # the card behind shows it
     expect(first.locator(".review-card__facts")).to_contain_text("cat")
     assert Image.objects.get(pk=images[0].pk).label == cat
     page.keyboard.press("2")  # the dog key, in the view
     expect(view).to_have_attribute("data-image", str(images[2].pk))
+    expect(view).to_have_attribute("data-focus-ready", "")
     assert Image.objects.get(pk=images[1].pk).label == dog
     assert LabelEvent.objects.filter(action="label", version=version).count() == 2
 
