@@ -64,7 +64,8 @@ def image_focus(*, project: Project, image_id: int, version: ModelVersion | None
     """The focus view of image ``image_id`` of ``project``; 404 for another project's image.
 
     Four indexed queries whatever the project's size: the image, its classes, its one score
-    (unique on version and image; else its one suggestion) and its newest events.
+    (unique on version and image; else its one suggestion) and its newest events; one more
+    under the second-opinion rule, for a relabel of it that waits.
     """
     image = Image.objects.select_related("label").filter(pk=image_id, project=project).first()
     if image is None:
