@@ -18,6 +18,11 @@ __all__ = ["decision_response", "image_focus"]
 PERM = "reviewapp.view_imagescore"  # it shows scores, as the review queue does
 # The cards a focus view opens over: a review card, a Label queue card, an image browser card.
 CARDS = ("review", "label", "thumb")
+# A queue's card partial, rendered with that queue's own ``card_context``.
+QUEUE_CARDS = {
+    "review": "reviewapp/review.html#review-card",
+    "label": "reviewapp/label_queue.html#label-card",
+}
 
 
 def _version(project: Project, value) -> ModelVersion | None:
@@ -85,21 +90,15 @@ def decision_response(
     context = _context(request, project, image.pk, version, request.POST, **extra)
     response = render(request, "reviewapp/image_focus.html#focus-view", context, status=status)
     # The card or thumbnail the view was opened from shows the decision too, out of band.
-    if context["card"] == "review" and context["score"] is not None:
-        card = render_to_string(
-            "reviewapp/review.html#review-card",
+    card = context["card"]
+    if card in QUEUE_CARDS and (card == "label" or context["score"] is not None):
+        html = render_to_string(
+            QUEUE_CARDS[card],
             {**card_context(request, image, version, **extra), "oob": True},
             request=request,
         )
-        response.content += card.encode()
-    elif context["card"] == "label":
-        card = render_to_string(
-            "reviewapp/label_queue.html#label-card",
-            {**card_context(request, image, version, **extra), "oob": True},
-            request=request,
-        )
-        response.content += card.encode()
-    elif context["card"] == "thumb":
+        response.content += html.encode()
+    elif card == "thumb":
         thumb = render_to_string(
             "reviewapp/image_browser.html#image-thumb",
             _thumb_context(request, project, image.pk, oob=True),
