@@ -8,6 +8,8 @@ import importlib
 import os
 import re
 import shutil
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,69 @@ def browser():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+class LiveRequests:
+    """Counts the live server's connections from accept to close, so a teardown can wait for them.
+
+    Closing a browser context aborts its requests only in the browser: the server's thread can
+    still be writing to the database when the transactional test's flush runs, and on
+    PostgreSQL the flush then fails and the next test meets this one's rows (seen in CI).
+    socketserver does not track daemon threads, hence the count.
+    """
+
+    def __init__(self, httpd):
+        self._open = 0
+        self._changed = threading.Condition()
+        accept, serve = httpd.process_request, httpd.process_request_thread
+
+        def counted_accept(request, client_address):
+            with self._changed:
+                self._open += 1
+            try:
+                accept(request, client_address)
+            except BaseException:
+                self._closed()
+                raise
+
+        def counted_serve(request, client_address):
+            try:
+                serve(request, client_address)
+            finally:
+                self._closed()
+
+        # Instance attributes shadow the methods; ThreadingMixIn looks both up on self.
+        httpd.process_request, httpd.process_request_thread = counted_accept, counted_serve
+
+    def _closed(self):
+        with self._changed:
+            self._open -= 1
+            self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._open == 0, timeout)
+
+
+@pytest.fixture(scope="session")
+def live_requests(live_server) -> LiveRequests:
+    return LiveRequests(live_server.thread.httpd)
+
+
+@pytest.fixture(autouse=True)
+def _live_server_settles(request):
+    """After a test that used the live server, wait for its requests before the flush.
+
+    Autouse fixtures set up after pytest-django's, so this teardown runs before the
+    database's; the test's own ``context.close()`` has run by then.
+    """
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    in_flight = request.getfixturevalue("live_requests")
+    yield
+    if not in_flight.wait_idle(timeout=30):
+        warnings.warn("the live server still had requests open 30 s after the test", stacklevel=1)
+
+
 @pytest.fixture
 def page(browser, live_server):
     """A fresh browser context (no cookies) on the live server; actions wait up to 10 s."""
@@ -84,6 +149,8 @@ def screenshot(request):
 
     def take(page, name: str, *, full_page: bool = True) -> Path:
         path = folder / f"{len(taken) + 1:02d}-{name}.png"
+        # Chromium's capture can hang while a navigation is under way.
+        page.wait_for_load_state("load")
         # A loaded CI machine can take more than the 10 s actions get to capture a full page.
         page.screenshot(path=path, full_page=full_page, animations="disabled", timeout=30_000)
         taken.append(path)

@@ -42,12 +42,19 @@ def _trained_version(project) -> ModelVersion:
     return ModelVersion.objects.get(run=run)
 
 
-def _click_step(page, name: str, confirm: str, screenshot, shot: str) -> None:
-    """A stage button opens the confirmation; its own button moves the traffic."""
+def _click_step(page, name: str, confirm: str, stage: str, screenshot, shot: str) -> None:
+    """A stage button opens the confirmation; its own button moves the traffic.
+
+    The confirmation answers with a client redirect to the same page, so what is waited for is
+    the new page's stage: the last step's message is on the old page too, and a screenshot taken
+    while the navigation is still under way hangs in Chromium.
+    """
     page.get_by_role("button", name=name).click()
     dialog = page.locator("dialog[data-confirm-dialog]")
     expect(dialog).to_be_visible()
     dialog.get_by_role("button", name=confirm).click()
+    expect(page.locator("#version-stage")).to_have_text(stage)
+    page.wait_for_load_state("load")
     expect(page.locator(".messages")).to_be_visible()
     screenshot(page, shot)
 
@@ -80,17 +87,18 @@ def test_approver_rolls_a_version_out_predicts_and_rolls_back(
     expect(page.locator("#rollout-timeline")).to_contain_text("by ada")
 
     # Shadow, then limited in steps, then live.
-    _click_step(page, "Start shadow", "Start shadow", screenshot, "shadow")
-    expect(page.locator("#version-stage")).to_have_text("Shadow")
-    _click_step(page, "Limited 5%", "Send 5% to v2", screenshot, "limited-5")
-    expect(page.locator("#version-stage")).to_have_text("Limited 5%")
+    _click_step(page, "Start shadow", "Start shadow", "Shadow", screenshot, "shadow")
+    _click_step(page, "Limited 5%", "Send 5% to v2", "Limited 5%", screenshot, "limited-5")
     for share in (25, 50):
         _click_step(
-            page, f"Expand to {share}%", f"Send {share}% to v2", screenshot, f"limited-{share}"
+            page,
+            f"Expand to {share}%",
+            f"Send {share}% to v2",
+            f"Limited {share}%",
+            screenshot,
+            f"limited-{share}",
         )
-        expect(page.locator("#version-stage")).to_have_text(f"Limited {share}%")
-    _click_step(page, "Promote to live (100%)", "Make v2 live", screenshot, "live")
-    expect(page.locator("#version-stage")).to_have_text("Live")
+    _click_step(page, "Promote to live (100%)", "Make v2 live", "Live", screenshot, "live")
     expect(page.locator("#rollout-timeline .timeline__event")).to_have_count(6)
 
     page.get_by_role("link", name="Rollout", exact=True).click()
