@@ -305,13 +305,15 @@ def loupe_train(project, overrides: dict) -> dict:
     import trainer.learning
     from reviewapp import training
     from reviewapp.models import ImageScore, ModelVersion, TrainingRun
+    from reviewapp.training import execution, scoring
+    from reviewapp.training.progress import Progress
 
     run = training.training_run_create(project=project, config=overrides, enqueue=False)
-    module_names = ["_train", "_version_score"]
     progress_names = ["training", "should_stop", "phase"]
     with (
-        clocked(training, module_names) as (spent, _, entered),
-        clocked(training._Progress, progress_names) as (db_spent, db_calls, _),
+        clocked(execution, ["_train"]) as (spent, _, _),
+        clocked(scoring, ["version_score"]) as (scored_in, _, entered),
+        clocked(Progress, progress_names) as (db_spent, db_calls, _),
         clocked(trainer.learning, ["_check_readable", "sha256_file"]) as (checks, _, _),
         clocked(Learner, ["get_preds", "export"]) as (learner_spent, _, _),
         clocked(torch, ["save"]) as (saves, _, _),
@@ -328,9 +330,9 @@ def loupe_train(project, overrides: dict) -> dict:
         sys.exit(f"{scored} scores for {run.n_images} images")
     last = run.epochs[-1]
     return {
-        "training": entered["_version_score"][0] - started,
-        "training cpu": entered["_version_score"][1] - cpu_started,
-        "scoring": spent["_version_score"],
+        "training": entered["version_score"][0] - started,
+        "training cpu": entered["version_score"][1] - cpu_started,
+        "scoring": scored_in["version_score"],
         "total": finished - started,
         "train()": spent["_train"],
         "progress db": db_spent["training"] + db_spent["phase"],

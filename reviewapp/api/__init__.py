@@ -7,7 +7,7 @@ versions, decisions) adds a module and one ``api.add_router`` line, before the f
 from django.http import Http404
 from ninja import NinjaAPI, Router
 
-from . import categories, decisions, images, projects, training
+from . import categories, decisions, images, projects, training, versions
 from .auth import BearerAuth, SessionAuth
 from .errors import install_error_handlers
 
@@ -39,6 +39,7 @@ api.add_router("", projects.router)
 api.add_router("", categories.router)
 api.add_router("", images.router)
 api.add_router("", training.router)
+api.add_router("", versions.router)
 api.add_router("", decisions.router)
 # Serving: predict, batch predict, a stored prediction.
 from . import predict as predict_api  # noqa: E402

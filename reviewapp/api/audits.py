@@ -11,7 +11,7 @@ from ..models import AuditScore, LabelAudit
 from .auth import require_perm
 from .common import Id, InputSchema, absolute_reverse, db_id, project_or_404
 from .errors import ERROR_RESPONSES, QUEUE_RESPONSES
-from .training import SCORES_DEFAULT_LIMIT, SCORES_MAX_LIMIT, SCORES_MAX_OFFSET
+from .versions import SCORES_DEFAULT_LIMIT, SCORES_MAX_LIMIT, SCORES_MAX_OFFSET
 
 __all__ = ["router"]
 

@@ -7,8 +7,8 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from reviewapp import training
 from reviewapp.models import Category, TrainingRun
+from reviewapp.training.progress import Progress
 from tests.factories import COLOURS, trainable_project
 from tests.images import image_bytes
 
@@ -73,14 +73,14 @@ class ScoringGate:
 @pytest.fixture
 def scoring_gate(monkeypatch) -> ScoringGate:
     gate = ScoringGate()
-    enter_phase = training._Progress.phase
+    enter_phase = Progress.phase
 
     def phase(progress, phase: str, total: int) -> None:
         enter_phase(progress, phase, total)
         if phase == TrainingRun.Phase.SCORING:
             gate.wait()
 
-    monkeypatch.setattr(training._Progress, "phase", phase)
+    monkeypatch.setattr(Progress, "phase", phase)
     return gate
 
 

@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from reviewapp import training
 from reviewapp.models import Image, ImageScore, ModelVersion, TrainingRun
-from reviewapp.training import RunOutcome
+from reviewapp.training import RunOutcome, execution, scoring
+from reviewapp.training.outputs import output_dir
+from reviewapp.training.progress import Progress
 from tests.factories import TINY_TRAINING, ProjectFactory, make_image, trainable_project
 from trainer import sha256_file
 
@@ -156,7 +158,7 @@ def test_cancelling_a_queued_run_ends_it_before_it_starts(project, django_user_m
 def test_cancel_stops_a_running_run_within_one_batch(project, monkeypatch):
     run = queued_run(project)
     batches = []
-    real = training._Progress.training
+    real = Progress.training
 
     def cancel_after_first_batch(self, done, total, info):
         batches.append(done)
@@ -164,7 +166,7 @@ def test_cancel_stops_a_running_run_within_one_batch(project, monkeypatch):
             training.training_run_cancel(run=TrainingRun.objects.get(pk=run.pk))
         real(self, done, total, info)
 
-    monkeypatch.setattr(training._Progress, "training", cancel_after_first_batch)
+    monkeypatch.setattr(Progress, "training", cancel_after_first_batch)
 
     training.training_run_execute(run_id=run.pk)
 
@@ -172,7 +174,7 @@ def test_cancel_stops_a_running_run_within_one_batch(project, monkeypatch):
     assert run.status == TrainingRun.Status.CANCELLED
     assert batches == [1]  # the next batch never ran
     assert not ModelVersion.objects.exists()
-    assert not training._output_dir(run.pk, project.pk).exists()
+    assert not output_dir(run.pk, project.pk).exists()
 
 
 def test_cancelling_a_finished_run_is_refused(project):
@@ -202,7 +204,7 @@ def test_an_unexpected_error_fails_the_run_and_is_raised(project, monkeypatch):
     def explode(*args, **kwargs):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(training, "_train", explode)
+    monkeypatch.setattr(execution, "_train", explode)
     run = queued_run(project)
 
     with pytest.raises(MemoryError):
@@ -305,28 +307,28 @@ def test_a_failure_while_scoring_leaves_no_version_behind(project, monkeypatch):
     def broken_scoring(version, run, progress):
         raise OSError("disk full")
 
-    monkeypatch.setattr(training, "_version_score", broken_scoring)
+    monkeypatch.setattr(scoring, "version_score", broken_scoring)
     run = queued_run(project)
 
     with pytest.raises(OSError):
         training.training_run_execute(run_id=run.pk)
 
     assert not ModelVersion.objects.exists()
-    assert not training._output_dir(run.pk, project.pk).exists()
+    assert not output_dir(run.pk, project.pk).exists()
     assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.FAILED
 
 
 def test_cancel_while_scoring_discards_the_version(project, monkeypatch):
-    monkeypatch.setattr(training, "SCORE_CHUNK", 4)
+    monkeypatch.setattr(scoring, "SCORE_CHUNK", 4)
     run = queued_run(project)
-    real_flush = training._flush
+    real_flush = scoring._flush
 
     def cancel_after_first_chunk(batch):
         n = real_flush(batch)
         TrainingRun.objects.filter(pk=run.pk).update(cancel_requested=True)
         return n
 
-    monkeypatch.setattr(training, "_flush", cancel_after_first_chunk)
+    monkeypatch.setattr(scoring, "_flush", cancel_after_first_chunk)
 
     training.training_run_execute(run_id=run.pk)
 
