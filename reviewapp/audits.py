@@ -1,7 +1,7 @@
 """Label audits: out-of-fold scoring, label-issue rankings, near-duplicates and outliers.
 
 The adapter between ``trainer.folds``/``trainer.ranking`` and the database, as
-``training.py`` is for training. An audit runs as jobs on the ``training`` queue: one
+the ``training`` package is for training. An audit runs as jobs on the ``training`` queue: one
 prepares (freezes the data, assigns folds, embeds every image with the base version's
 body), k fold jobs score their held-out fold (on any number of workers), and the job that
 finishes the last fold ranks the labels and finds near-duplicates and outliers.
