@@ -1,3 +1,4 @@
+import gc
 import importlib
 import os
 from urllib.parse import urlsplit, urlunsplit
@@ -11,6 +12,15 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 0)):
     # two processes of two OpenMP threads on two cores run slower than one thread each.
     share = max(1, (os.cpu_count() or 1) // workers)
     os.environ.setdefault("OMP_NUM_THREADS", str(share))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before the last test's teardown drops the test database, close the connections that
+    ended threads left open (a worker's, a test's own): a thread's connection closes only
+    when the collector frees it, and PostgreSQL refuses to drop a database still in use."""
+    if nextitem is None:
+        gc.collect()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -500,6 +500,8 @@ def test_requests_and_the_shadow_thread_run_the_models_on_one_thread(
     """A second thread running torch slows every later forward pass of the process."""
     import threading
 
+    from django.db import connection
+
     from trainer.onnx_serving import OnnxPredictor
     from trainer.predict import Predictor
 
@@ -519,7 +521,13 @@ def test_requests_and_the_shadow_thread_run_the_models_on_one_thread(
         asked.append(threading.current_thread().name)
         predict(project, png(RED))
 
-    worker = threading.Thread(target=request, name="request-2")
+    def request_in_thread():
+        try:
+            request()
+        finally:
+            connection.close()  # this thread's own
+
+    worker = threading.Thread(target=request_in_thread, name="request-2")
     worker.start()
     worker.join(timeout=60)
     request()
