@@ -129,7 +129,9 @@ def class_buttons(categories, current_id=None, *, verb="Relabel as", keep=True, 
 
 
 @lru_cache(maxsize=256)
-def _class_buttons(classes, verb: str, keep: bool, relabel: bool) -> tuple[tuple[int, str, str]]:
+def _class_buttons(
+    classes, verb: str, keep: bool, relabel: bool
+) -> tuple[tuple[int, str, str], ...]:
     """(pk, pressed button, other button) for each class."""
     return tuple(
         (
