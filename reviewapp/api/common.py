@@ -9,7 +9,7 @@ from django.urls import NoReverseMatch, reverse
 from ninja import Field, Schema
 from pydantic import ConfigDict, create_model, field_validator
 
-from ..models import Category, Project
+from ..models import Category, ModelVersion, Project
 
 __all__ = [
     "MAX_ID",
@@ -71,6 +71,14 @@ def category_or_404(project: Project, category_id: int) -> Category:
         return project.categories.get(pk=db_id(category_id))
     except Category.DoesNotExist:
         raise Http404(f"No category {category_id} in project '{project.slug}'.") from None
+
+
+def version_or_404(version_id: int) -> ModelVersion:
+    """The model version with its project (every answer names the project's slug)."""
+    version = ModelVersion.objects.select_related("project").filter(pk=db_id(version_id)).first()
+    if version is None:
+        raise Http404(f"No model version {version_id}.")
+    return version
 
 
 def absolute_reverse(request, name: str, **kwargs) -> str | None:

@@ -7,7 +7,6 @@ answers 400 with the reason; a version that changed meanwhile answers 409.
 from datetime import datetime
 from typing import Literal
 
-from django.http import Http404
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
@@ -19,10 +18,10 @@ from .common import (
     InputSchema,
     PageQuery,
     absolute_reverse,
-    db_id,
     page_of,
     page_schema,
     project_or_404,
+    version_or_404,
 )
 from .errors import ERROR_RESPONSES, ErrorOut
 
@@ -132,13 +131,6 @@ def _state_out(request, version: ModelVersion) -> dict:
     }
 
 
-def _version_or_404(version_id: int) -> ModelVersion:
-    version = ModelVersion.objects.select_related("project").filter(pk=db_id(version_id)).first()
-    if version is None:
-        raise Http404(f"No model version {version_id}.")
-    return version
-
-
 def _refused(exc: RolloutError) -> HttpError:
     return HttpError(409 if isinstance(exc, RolloutConflict) else 400, str(exc))
 
@@ -148,7 +140,7 @@ def model_version_approve(request, version_id: int, payload: ApproveIn):
     """Approve a candidate version; low review coverage needs ``override_reason``, accuracy
     below live's by more than the project's tolerance needs ``accuracy_reason``."""
     require_perm(request, PERM, "approve model versions")
-    version = _version_or_404(version_id)
+    version = version_or_404(version_id)
     try:
         rollout.version_approve(
             version=version,
@@ -166,7 +158,7 @@ def model_version_approve(request, version_id: int, payload: ApproveIn):
 def model_version_reject(request, version_id: int, payload: RejectIn):
     """Reject a version that serves no traffic (a candidate, approved or in shadow)."""
     require_perm(request, PERM, "reject model versions")
-    version = _version_or_404(version_id)
+    version = version_or_404(version_id)
     try:
         rollout.version_reject(version=version, actor=request.auth, note=payload.note)
     except RolloutError as exc:
@@ -183,7 +175,7 @@ def model_version_stage(request, version_id: int, payload: StageIn):
     version is live, a move that skips shadow or a rollout step is refused without a ``reason``.
     """
     require_perm(request, PERM, "roll out model versions")
-    version = _version_or_404(version_id)
+    version = version_or_404(version_id)
     if payload.from_stage and payload.from_stage != version.stage:
         raise HttpError(
             409,
@@ -234,7 +226,7 @@ RolloutEventPageOut = page_schema(RolloutEventOut, "RolloutEventPageOut")
 def model_version_timeline(request, version_id: int, paging: Query[PageQuery]):
     """The version's approval and stage changes, oldest first; follow ``next``."""
     require_perm(request, "reviewapp.view_modelversion", "view model versions")
-    version = _version_or_404(version_id)
+    version = version_or_404(version_id)
     events, next_url = page_of(
         request,
         rollout.rollout_event_queryset(version=version),

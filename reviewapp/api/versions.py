@@ -15,10 +15,10 @@ from .auth import require_perm
 from .common import (
     PageQuery,
     absolute_reverse,
-    db_id,
     page_of,
     page_schema,
     project_or_404,
+    version_or_404,
 )
 from .errors import ERROR_RESPONSES
 
@@ -100,13 +100,6 @@ def model_version_out(request, version: ModelVersion) -> dict:
     }
 
 
-def _version_or_404(version_id: int) -> ModelVersion:
-    version = ModelVersion.objects.select_related("project").filter(pk=db_id(version_id)).first()
-    if version is None:
-        raise Http404(f"No model version {version_id}.")
-    return version
-
-
 ModelVersionPageOut = page_schema(ModelVersionOut, "ModelVersionPageOut")
 
 
@@ -138,7 +131,7 @@ def model_version_list(request, slug: str, paging: Query[PageQuery]):
 def model_version_detail(request, version_id: int):
     """A version with its metrics, confusion matrix, config and artifacts' sha256."""
     require_perm(request, "reviewapp.view_modelversion", "view model versions")
-    version = _version_or_404(version_id)
+    version = version_or_404(version_id)
     return {
         **model_version_out(request, version),
         "metrics": version.metrics,
@@ -187,7 +180,7 @@ def model_version_onnx(request, version_id: int):
     """Download the version's ONNX model, checked against its recorded sha256 first."""
     require_perm(request, "reviewapp.view_modelversion", "download model versions")
     try:
-        found = model_files.onnx_download(version=_version_or_404(version_id))
+        found = model_files.onnx_download(version=version_or_404(version_id))
     except model_files.ModelFileMissing as exc:
         raise Http404(str(exc)) from None
     response = FileResponse(
@@ -210,7 +203,7 @@ def model_version_onnx_spec(request, version_id: int):
     statistics and class order (what ``trainer.preprocess`` follows)."""
     require_perm(request, "reviewapp.view_modelversion", "view model versions")
     try:
-        _, text = model_files.onnx_spec_download(version=_version_or_404(version_id))
+        _, text = model_files.onnx_spec_download(version=version_or_404(version_id))
     except model_files.ModelFileMissing as exc:
         raise Http404(str(exc)) from None
     return json.loads(text)
@@ -300,7 +293,7 @@ def model_version_scores(request, version_id: int, filters: Query[ScoreFilters])
     Follow ``next`` for more; no total is counted.
     """
     require_perm(request, "reviewapp.view_imagescore", "view image scores")
-    version = _version_or_404(version_id)
+    version = version_or_404(version_id)
     scores = selectors.image_score_list(
         version=version,
         label=_category_id(version.project, "label", filters.label),
@@ -372,7 +365,7 @@ def model_version_compare(
     ``changes`` lists at most ``limit`` images, highest loss under A first.
     """
     require_perm(request, "reviewapp.view_modelversion", "view model versions")
-    a, b = _version_or_404(a_id), _version_or_404(b_id)
+    a, b = version_or_404(a_id), version_or_404(b_id)
     if a.project_id != b.project_id:
         raise ValidationError(
             f"Model versions {a.pk} ({a.project.slug} {a.label}) and {b.pk} "
